@@ -1,0 +1,340 @@
+"""Run directories, manifests, metrics and named artifacts under runs/<preset>/<chapter>/."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import random
+import subprocess
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from nanolib import __version__
+from nanolib.config import Book, BookConfigError, book_root, load_book
+
+MANIFEST = "manifest.json"
+METRICS = "metrics.jsonl"
+
+
+class ArtifactMissingError(FileNotFoundError):
+    """An artifact an earlier chapter makes is not there; the message names the command."""
+
+
+def runs_root() -> Path:
+    """Where runs live: $NANOBOOK_RUNS, else <book root>/runs."""
+    env = os.environ.get("NANOBOOK_RUNS")
+    return Path(env).resolve() if env else book_root() / "runs"
+
+
+def run_dir_for(slug: str, preset: str) -> Path:
+    """The final run directory of a chapter at a preset."""
+    return runs_root() / preset / slug
+
+
+def now_iso() -> str:
+    """The current UTC time, ISO 8601."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a file so that readers see the old or the new content, never half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    """Atomically write JSON (indented, sorted keys)."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: str | Path) -> dict:
+    """Read a JSON file, naming the file if it is corrupt."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: corrupt JSON ({e}); delete it and re-run the chapter") from None
+
+
+def file_hash(path: str | Path) -> str:
+    """sha256 of a file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def nanolib_hash() -> str:
+    """sha256 over nanolib's sources, so a run can tell that the library changed since."""
+    pkg = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for p in sorted(pkg.rglob("*")):
+        if p.is_file() and p.suffix in (".py", ".j2", ".css", ".html", ".yml"):
+            h.update(str(p.relative_to(pkg)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def git_commit() -> str | None:
+    """The checkout's git commit (with '+dirty' when it has changes), or None outside git."""
+    try:
+        root = book_root()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
+        )
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "nanolib"],
+            cwd=root, capture_output=True, text=True, timeout=5,
+        ).stdout.strip()
+        return sha.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError, BookConfigError):
+        return None
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch."""
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed)
+    except ImportError:
+        pass
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:
+        pass
+
+
+def environment_facts(device: str) -> dict[str, Any]:
+    """Versions and hardware recorded in every manifest."""
+    facts: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "device": device,
+    }
+    try:
+        import torch
+
+        facts["torch"] = torch.__version__
+        if device == "cuda" and torch.cuda.is_available():
+            facts["device_name"] = torch.cuda.get_device_name(0)
+            facts["device_count"] = torch.cuda.device_count()
+    except ImportError:
+        facts["torch"] = None
+    return facts
+
+
+def pick_device(wanted: str) -> str:
+    """'cpu', 'cuda' or 'auto' → the device to use; asking for cuda without one is an error."""
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    if wanted == "auto":
+        return "cuda" if has_cuda else "cpu"
+    if wanted == "cuda" and not has_cuda:
+        raise RuntimeError(
+            "this preset needs a CUDA GPU but torch sees none; use --preset tiny on a CPU"
+        )
+    return wanted
+
+
+@dataclass
+class Run:
+    """A chapter's run: its resolved parameters, directory, metrics file and manifest."""
+
+    book: Book
+    slug: str
+    preset: str
+    params: dict[str, Any]
+    dir: Path
+    device: str
+    nproc: int
+    started: str = field(default_factory=now_iso)
+    t0: float = field(default_factory=time.time)
+
+    def __getattr__(self, name: str) -> Any:
+        params = self.__dict__.get("params", {})
+        if name in params:
+            return params[name]
+        raise AttributeError(name)
+
+    def path(self, name: str) -> Path:
+        """A file inside this run's directory."""
+        return self.dir / name
+
+    def log(self, **metrics: Any) -> None:
+        """Append one JSON line to metrics.jsonl."""
+        with open(self.dir / METRICS, "a") as f:
+            f.write(json.dumps(metrics, default=float) + "\n")
+
+    def artifact(self, name: str) -> Path:
+        """A named artifact of an earlier chapter at this run's preset."""
+        return artifact(name, self.preset, self.book)
+
+    def manifest(self, status: str, **extra: Any) -> dict[str, Any]:
+        """The manifest dict of this run."""
+        ch = self.book.chapter(self.slug)
+        return {
+            "chapter": self.slug,
+            "title": ch.title,
+            "preset": self.preset,
+            "params": self.params,
+            "chapter_hash": file_hash(ch.file),
+            "nanolib_version": __version__,
+            "nanolib_hash": nanolib_hash(),
+            "git_commit": git_commit(),
+            **environment_facts(self.device),
+            "nproc": self.nproc,
+            "start": self.started,
+            "status": status,
+            **extra,
+        }
+
+    def finish(self, headline: dict[str, Any] | None = None, flops: float | None = None) -> None:
+        """Mark the run complete: write manifest.json with its headline metrics."""
+        end = time.time()
+        atomic_write_json(
+            self.dir / MANIFEST,
+            self.manifest(
+                "ok",
+                end=now_iso(),
+                wall_time_s=round(end - self.t0, 2),
+                headline=headline or {},
+                flops=flops,
+            ),
+        )
+
+    def summary(self) -> str:
+        """A short table of what this run will do."""
+        rows = [("chapter", self.slug), ("preset", self.preset), ("device", self.device),
+                ("nproc", self.nproc), ("run dir", self.dir)]
+        rows += [(k, v) for k, v in self.params.items()]
+        width = max(len(str(k)) for k, _ in rows)
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def start_chapter(chapter: str, preset: str, namespace: dict[str, Any], seed: int = 0) -> Run:
+    """Resolve a chapter's parameters (book.yml preset + non-None overrides), seed, make run dir."""
+    book = load_book()
+    ch = book.chapter(chapter)
+    overrides = {k: namespace[k] for k in ch.params if namespace.get(k) is not None}
+    params = book.resolve(ch.slug, preset, overrides)
+    pr = book.preset(preset)
+    run_dir = namespace.get("run_dir")
+    d = Path(run_dir) if run_dir else run_dir_for(ch.slug, preset)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / METRICS).unlink(missing_ok=True)
+    seed_everything(seed)
+    run = Run(book=book, slug=ch.slug, preset=preset, params=params, dir=d,
+              device=pick_device(pr.device), nproc=pr.nproc)
+    atomic_write_json(d / MANIFEST, run.manifest("running"))
+    return run
+
+
+def artifact(name: str, preset: str, book: Book | None = None) -> Path:
+    """Path of a named artifact made by an earlier chapter; a clear error if it is not there."""
+    book = book or load_book()
+    ch = book.producer_of(name)
+    d = run_dir_for(ch.slug, preset)
+    path = d / name
+    manifest = d / MANIFEST
+    ok = manifest.exists() and read_json(manifest).get("status") == "ok"
+    if not path.exists() or not ok:
+        raise ArtifactMissingError(
+            f"artifact {name!r} (made by chapter {ch.number} {ch.title!r}) is missing for preset "
+            f"{preset!r} at {path}; run `nanobook run {ch.number} --preset {preset}` first"
+        )
+    return path
+
+
+@contextmanager
+def atomic_dir(final: Path):
+    """Yield a temp sibling directory; on success it replaces `final` in one rename step."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
+    try:
+        yield tmp
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    replace_dir(tmp, final)
+
+
+def replace_dir(new: Path, final: Path) -> None:
+    """Swap a finished directory into place, keeping the old one until the swap has happened."""
+    import shutil
+
+    old = None
+    if final.exists():
+        old = final.parent / f".{final.name}.old-{os.getpid()}-{time.time_ns()}"
+        os.replace(final, old)
+    os.replace(new, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What runs/ holds for a chapter at a preset: 'ok', 'stale', 'failed' or 'missing'."""
+
+    status: str
+    reasons: tuple[str, ...] = ()
+    manifest: dict[str, Any] | None = None
+    notebook: Path | None = None
+
+
+def run_state(book: Book, chapter: str, preset: str) -> RunState:
+    """Is the chapter's run at this preset present, successful and up to date?"""
+    ch = book.chapter(chapter)
+    d = run_dir_for(ch.slug, preset)
+    nb = d / f"{ch.slug}.ipynb"
+    mpath = d / MANIFEST
+    if not mpath.exists():
+        return RunState("missing", (f"no run at {d}",))
+    try:
+        m = read_json(mpath)
+    except ValueError as e:
+        return RunState("missing", (str(e),))
+    if m.get("status") != "ok" or not nb.exists():
+        return RunState("failed", (f"last run status {m.get('status')!r}",), m)
+    reasons = []
+    if m.get("chapter_hash") != file_hash(ch.file):
+        reasons.append(f"{ch.file.name} changed since the run")
+    if m.get("nanolib_hash") != nanolib_hash():
+        reasons.append("nanolib changed since the run")
+    try:
+        if m.get("params") != json.loads(json.dumps(book.resolve(ch.slug, preset), default=str)):
+            reasons.append("the preset's parameters changed since the run")
+    except BookConfigError as e:
+        reasons.append(str(e))
+    for up in book.chapters[: book.chapters.index(ch)]:
+        up_m = run_dir_for(up.slug, preset) / MANIFEST
+        if up_m.exists():
+            try:
+                if read_json(up_m).get("end", "") > m.get("start", ""):
+                    reasons.append(f"chapter {up.number} was re-run after this run")
+            except ValueError:
+                pass
+    return RunState("stale" if reasons else "ok", tuple(reasons), m, nb)
