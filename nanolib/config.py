@@ -269,9 +269,7 @@ def notebook_parameters(path: str | Path) -> dict[str, Any]:
     )
     if start is None:
         raise BookConfigError(f"{Path(path).name}: no cell tagged 'parameters'")
-    end = next(
-        (i for i in range(start + 1, len(lines)) if lines[i].startswith("# %%")), len(lines)
-    )
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("# %%")), len(lines))
     tree = ast.parse("\n".join(lines[start + 1 : end]))
     params: dict[str, Any] = {}
     for node in tree.body:

@@ -49,6 +49,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, path)
@@ -97,7 +98,10 @@ def git_commit() -> str | None:
             return None
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--", "nanolib"],
-            cwd=root, capture_output=True, text=True, timeout=5,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
         ).stdout.strip()
         return sha.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError, BookConfigError):
@@ -226,8 +230,13 @@ class Run:
 
     def summary(self) -> str:
         """A short table of what this run will do."""
-        rows = [("chapter", self.slug), ("preset", self.preset), ("device", self.device),
-                ("nproc", self.nproc), ("run dir", self.dir)]
+        rows = [
+            ("chapter", self.slug),
+            ("preset", self.preset),
+            ("device", self.device),
+            ("nproc", self.nproc),
+            ("run dir", self.dir),
+        ]
         rows += [(k, v) for k, v in self.params.items()]
         width = max(len(str(k)) for k, _ in rows)
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
@@ -245,8 +254,15 @@ def start_chapter(chapter: str, preset: str, namespace: dict[str, Any], seed: in
     d.mkdir(parents=True, exist_ok=True)
     (d / METRICS).unlink(missing_ok=True)
     seed_everything(seed)
-    run = Run(book=book, slug=ch.slug, preset=preset, params=params, dir=d,
-              device=pick_device(pr.device), nproc=pr.nproc)
+    run = Run(
+        book=book,
+        slug=ch.slug,
+        preset=preset,
+        params=params,
+        dir=d,
+        device=pick_device(pr.device),
+        nproc=pr.nproc,
+    )
     atomic_write_json(d / MANIFEST, run.manifest("running"))
     return run
 

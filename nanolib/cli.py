@@ -1,0 +1,142 @@
+"""`nanobook`: run chapters, build the book, show what runs/ holds."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import yaml
+
+from nanolib.config import BookConfigError, load_book
+from nanolib.runs import ArtifactMissingError, run_state
+
+
+def _parse_overrides(pairs: list[list[str]] | None) -> dict:
+    overrides = {}
+    for key, value in pairs or []:
+        try:
+            overrides[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            overrides[key] = value
+    return overrides
+
+
+def _chapters(book, keys: list[str]) -> list:
+    if not keys or keys == ["all"]:
+        return list(book.chapters)
+    return [book.chapter(k) for k in keys]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Execute chapters (skipping up-to-date runs unless --force)."""
+    from nanolib.execute import execute_chapter
+
+    book = load_book()
+    book.preset(args.preset)
+    chapters = _chapters(book, args.chapters)
+    overrides = _parse_overrides(args.param)
+    if overrides and len(chapters) != 1:
+        raise BookConfigError("-p/--param overrides need exactly one chapter, e.g. `run 01 -p …`")
+    for ch in chapters:
+        book.resolve(ch.slug, args.preset, overrides)
+    for ch in chapters:
+        print(f"nanobook: chapter {ch.number} {ch.title!r} at preset {args.preset!r} …")
+        res = execute_chapter(
+            ch.slug,
+            args.preset,
+            overrides,
+            book=book,
+            force=args.force,
+            log_output=args.log_output,
+        )
+        if res.action == "skipped":
+            print(f"nanobook: chapter {ch.number} is up to date, not executed ({res.run_dir})")
+        else:
+            print(f"nanobook: chapter {ch.number} done in {res.wall_time_s:.1f} s → {res.run_dir}")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    """Render runs/ into the static book (never executes)."""
+    book = load_book()
+    preset = args.preset or book.render_preset
+    book.preset(preset)
+    from nanolib.book import build_book
+
+    t0 = time.time()
+    out = build_book(preset, out=args.out, book=book)
+    print(f"nanobook: built {out / 'index.html'} from runs/{preset} in {time.time() - t0:.1f} s")
+    return 0
+
+
+def cmd_make(args: argparse.Namespace) -> int:
+    """Execute every chapter whose run is missing or stale, then build the book."""
+    args.chapters, args.param, args.force = ["all"], None, False
+    cmd_run(args)
+    return cmd_build(args)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print each chapter's run state at a preset."""
+    book = load_book()
+    preset = args.preset or book.render_preset
+    book.preset(preset)
+    for ch in book.chapters:
+        st = run_state(book, ch.slug, preset)
+        why = f" — {'; '.join(st.reasons)}" if st.reasons and st.status != "ok" else ""
+        wall = st.manifest.get("wall_time_s") if st.manifest else None
+        took = f" ({wall:.0f} s)" if isinstance(wall, (int, float)) and st.status == "ok" else ""
+        print(f"{ch.number}  {ch.title:<32} {st.status}{took}{why}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `nanobook`."""
+    p = argparse.ArgumentParser(prog="nanobook", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="execute chapters with papermill into runs/<preset>/")
+    r.add_argument("chapters", nargs="*", help="chapter numbers or slugs (default: all)")
+    r.add_argument("--preset", default="tiny")
+    r.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"))
+    r.add_argument("--force", action="store_true", help="execute even if the run is up to date")
+    r.add_argument("--log-output", action="store_true", help="stream cell output to the console")
+    r.set_defaults(func=cmd_run)
+
+    b = sub.add_parser("build", help="render runs/<preset>/ into _book/ (never executes)")
+    b.add_argument("--preset", default=None, help="default: book.yml render_preset")
+    b.add_argument("--out", default=None)
+    b.set_defaults(func=cmd_build)
+
+    m = sub.add_parser("make", help="execute stale or missing chapters, then build the book")
+    m.add_argument("--preset", default="tiny")
+    m.add_argument("--out", default=None)
+    m.add_argument("--log-output", action="store_true")
+    m.set_defaults(func=cmd_make)
+
+    s = sub.add_parser("status", help="show each chapter's run state")
+    s.add_argument("--preset", default=None)
+    s.set_defaults(func=cmd_status)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `nanobook` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (BookConfigError, ArtifactMissingError) as e:
+        print(f"nanobook: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        from nanolib.execute import ChapterFailedError
+
+        if isinstance(e, ChapterFailedError):
+            print(f"nanobook: error: {e}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
