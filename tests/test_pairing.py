@@ -21,7 +21,9 @@ def test_ipynb_is_regenerated_unchanged(py, tmp_path):
     shutil.copy(ROOT / "jupytext.toml", tmp_path / "jupytext.toml")
     subprocess.run(
         [sys.executable, "-m", "jupytext", "--to", "ipynb", "--update", py.name],
-        cwd=tmp_path, check=True, capture_output=True,
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
     )
     assert (tmp_path / nb.name).read_text() == nb.read_text(), (
         f"{nb.name} is out of date: run `jupytext --to ipynb --update chapters/{py.name}`"

@@ -14,7 +14,16 @@ from nanolib.tokenizer import (
 
 # Varied enough text for a few hundred merges, without reading anything outside the repo.
 TEXT = "".join(p.read_text() for p in sorted(Path(__file__).parent.parent.glob("nanolib/*.py")))
-AWKWARD = ["", " ", "naïve café", "日本語のテキスト", "👩‍👩‍👧 family", "a\r\nb\tc", "\x00\x7f", "ｆｕｌｌ"]
+AWKWARD = [
+    "",
+    " ",
+    "naïve café",
+    "日本語のテキスト",
+    "👩‍👩‍👧 family",
+    "a\r\nb\tc",
+    "\x00\x7f",
+    "ｆｕｌｌ",
+]
 
 
 @pytest.fixture(scope="module")
