@@ -1,0 +1,200 @@
+"""Shared fixtures: a small book of its own, executed once per session (tests/test_book.py and
+tests/test_browser.py render it)."""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+HEADER = """\
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+"""
+
+BOOK_YML = """\
+title: The Fixture Book
+subtitle: Four tiny chapters that exercise the book builder.
+render_preset: smoke
+cell_timeout_s: 120
+chapters:
+  - file: chapters/01_plots.py
+    title: Plots, math and widgets
+    params:
+      points: 20
+  - file: chapters/02_results.py
+    title: Results
+    params:
+      scale: 1.0
+  - file: chapters/03_broken.py
+    title: A chapter that fails
+  - file: chapters/04_later.py
+    title: A chapter not run yet
+presets:
+  smoke:
+    description: Seconds per chapter.
+    where: any CPU
+    device: cpu
+    nproc: 1
+    chapters:
+      01_plots:
+        points: 8
+  tiny:
+    description: The CPU book.
+    device: cpu
+"""
+
+CHAPTERS = {
+    "01_plots": """
+# %% [markdown]
+# # 1. Plots, math and widgets
+#
+# The loss falls like a power law, $L(N) = a N^{-\\alpha}$; the simplest curve is $x^2$:
+#
+# $$\\sum_{i=1}^{n} x_i^2$$
+
+# %% tags=["parameters"]
+preset = "tiny"
+points = None
+run_dir = None
+
+# %%
+from nanolib.runs import start_chapter
+
+run = start_chapter("01_plots", preset, globals())
+print(run.summary())
+
+# %% [markdown]
+# ## A figure
+
+# %%
+import plotly.express as px
+
+xs = list(range(run.points))
+px.line(x=xs, y=[x * x for x in xs], title="x squared", labels={"x": "x", "y": "x²"})
+
+# %% [markdown]
+# ## A widget
+
+# %%
+import ipywidgets as widgets
+
+widgets.IntSlider(value=3, min=0, max=10, description="depth")
+
+# %%
+run.finish(headline={"points": run.points, "last_y": float(xs[-1] ** 2)}, flops=1.5e9)
+""",
+    "02_results": """
+# %% [markdown]
+# # 2. Results
+
+# %% tags=["parameters"]
+preset = "tiny"
+scale = None
+run_dir = None
+
+# %%
+from nanolib.runs import start_chapter
+
+run = start_chapter("02_results", preset, globals())
+print(f"scale = {run.scale}")
+
+# %%
+run.finish(headline={"val_bpb": 1.2345678 * run.scale}, flops=2.0e10)
+""",
+    "03_broken": """
+# %% [markdown]
+# # 3. A chapter that fails
+
+# %% tags=["parameters"]
+preset = "tiny"
+run_dir = None
+
+# %%
+from nanolib.runs import start_chapter
+
+run = start_chapter("03_broken", preset, globals())
+
+# %%
+raise RuntimeError("this chapter fails on purpose")
+""",
+    "04_later": """
+# %% [markdown]
+# # 4. A chapter not run yet
+
+# %% tags=["parameters"]
+preset = "tiny"
+run_dir = None
+
+# %%
+print("never executed by the fixture")
+""",
+}
+
+
+@dataclass(frozen=True)
+class FixtureBook:
+    root: Path
+    runs: Path
+    preset: str = "smoke"
+
+    def env(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Point nanolib at this book (book.yml and runs/)."""
+        monkeypatch.setenv("NANOBOOK_ROOT", str(self.root))
+        monkeypatch.setenv("NANOBOOK_RUNS", str(self.runs))
+
+
+def _execute(src: Path, out: Path, preset: str) -> None:
+    """Run a percent-format chapter with papermill, in-process; retry once on a rare hang."""
+    import jupytext
+    import papermill
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for attempt in (1, 2):
+        try:
+            papermill.execute_notebook(
+                jupytext.read(src),
+                str(out),
+                parameters={"preset": preset},
+                kernel_name="python3",
+                cwd=str(src.parent),
+                execution_timeout=120,
+                progress_bar=False,
+            )
+            return
+        except TimeoutError:
+            if attempt == 2:
+                raise
+
+
+@pytest.fixture(scope="session")
+def fixture_book(tmp_path_factory: pytest.TempPathFactory) -> FixtureBook:
+    """A four-chapter book whose runs at `smoke` are: 01 ok, 02 stale (its source was edited after
+    the run), 03 failed (notebook kept as runs/smoke/03_broken.failed.ipynb), 04 missing."""
+    from papermill.exceptions import PapermillExecutionError
+
+    root = tmp_path_factory.mktemp("fixture_book")
+    (root / "chapters").mkdir()
+    (root / "book.yml").write_text(BOOK_YML)
+    for slug, body in CHAPTERS.items():
+        (root / "chapters" / f"{slug}.py").write_text(HEADER + textwrap.dedent(body))
+    book = FixtureBook(root=root, runs=root / "runs")
+    with pytest.MonkeyPatch.context() as mp:
+        book.env(mp)
+        for slug in ("01_plots", "02_results"):
+            out = book.runs / book.preset / slug / f"{slug}.ipynb"
+            _execute(root / "chapters" / f"{slug}.py", out, book.preset)
+        failed = book.runs / book.preset / "03_broken.failed.ipynb"
+        with pytest.raises(PapermillExecutionError):
+            _execute(root / "chapters" / "03_broken.py", failed, book.preset)
+    # Edit chapter 2 after its run: its page must say the run is stale.
+    with open(root / "chapters" / "02_results.py", "a") as f:
+        f.write("\n# %% [markdown]\n# A paragraph written after the run.\n")
+    return book
