@@ -3,6 +3,12 @@ tests/test_browser.py render it)."""
 
 from __future__ import annotations
 
+import os
+
+# An accidental download must fail loudly, not slowly: every test runs offline.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
