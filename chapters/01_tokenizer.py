@@ -54,7 +54,7 @@ from nanolib.plots import OURS, PUBLISHED, figure
 from nanolib.runs import start_chapter
 from nanolib.tokenizer import SPECIAL_TOKENS, SPLIT_PATTERNS, Tokenizer, bytes_per_token
 
-run = start_chapter("01_tokenizer", preset, globals(), seed=seed or 0)
+run = start_chapter("01_tokenizer", preset, globals())
 print(run.summary())
 
 # %% [markdown]

@@ -242,8 +242,11 @@ class Run:
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
-def start_chapter(chapter: str, preset: str, namespace: dict[str, Any], seed: int = 0) -> Run:
-    """Resolve a chapter's parameters (book.yml preset + non-None overrides), seed, make run dir."""
+def start_chapter(chapter: str, preset: str, namespace: dict[str, Any]) -> Run:
+    """Resolve a chapter's parameters (book.yml preset + non-None overrides), seed, make run dir.
+
+    Seeds Python, NumPy and torch with the chapter's `seed` parameter (0 if it has none).
+    """
     book = load_book()
     ch = book.chapter(chapter)
     overrides = {k: namespace[k] for k in ch.params if namespace.get(k) is not None}
@@ -253,7 +256,7 @@ def start_chapter(chapter: str, preset: str, namespace: dict[str, Any], seed: in
     d = Path(run_dir) if run_dir else run_dir_for(ch.slug, preset)
     d.mkdir(parents=True, exist_ok=True)
     (d / METRICS).unlink(missing_ok=True)
-    seed_everything(seed)
+    seed_everything(int(params.get("seed") or 0))
     run = Run(
         book=book,
         slug=ch.slug,
