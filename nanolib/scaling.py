@@ -1,0 +1,851 @@
+"""Scaling laws: the isoFLOP sweep's CSV, Chinchilla's Approaches 2 and 3, and a depth per budget.
+
+Two ways to turn a set of training runs into "how big a model for this much compute":
+
+- **Approach 2** (`fit_isoflop`): for each compute budget C, fit a parabola to loss against
+  log N through that budget's runs; its vertex is N_opt(C). Then power laws N_opt ∝ C^a and
+  D_opt ∝ C^b by least squares in log-log. A budget whose parabola cannot be trusted (fewer than
+  three points, opening downward, vertex outside the sampled N, lowest loss at an end of the
+  sampled N) is flagged with its reason and left out of the power laws, with a `ScalingWarning`.
+- **Approach 3** (`fit_approach3`): fit L(N, D) = E + A/N^α + B/D^β to every run at once, the way
+  Hoffmann et al. (2022) did and Besiroglu et al. (2024, Epoch AI) replicated: minimise
+  Σ Huber_δ(LSE(a − α·log N, b − β·log D, e) − log L) with A = e^a, B = e^b, E = e^e, by L-BFGS
+  from each of 4500 grid starts, and keep the best. Minimising C = 6ND gives the closed form
+  N_opt = G·(C/6)^a, D_opt = (C/6)^b / G with a = β/(α+β), b = α/(α+β), G = (αA/(βB))^(1/(α+β)).
+
+The 4500 starts are independent, so they run as one batch: a hand-written L-BFGS whose history,
+step and stopping test are per start (one `torch.optim.LBFGS` over the summed objective would
+share one line search and one curvature estimate across all starts and crawl). A first pass
+with a loose tolerance finds the basins; the best few are then polished to a tight one.
+
+The sweep CSV (`read_sweep`, `append_sweep_row`) has one row per finished run, columns
+`SWEEP_COLUMNS`: the nominal `budget` (FLOPs), `depth`, N under each counting convention of
+`nanolib.model.scaling_params` (`n_params_all`, `n_params_non_embedding`, `n_params_matmul`),
+`tokens` trained, `flops` actually spent, `val_bpb` and `wall_s`.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from nanolib.runs import atomic_write_text
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+CHINCHILLA_CSV = DATA_DIR / "chinchilla" / "chinchilla_extracted.csv"
+# Chinchilla's nine isoFLOP budgets (Figure 3 legend); Epoch's points cluster 2-9 % below them.
+CHINCHILLA_BUDGETS = (6e18, 1e19, 3e19, 6e19, 1e20, 3e20, 6e20, 1e21, 3e21)
+
+# Column -> type of one row of the isoFLOP sweep; every value must be positive (wall_s may be 0).
+SWEEP_COLUMNS: dict[str, type] = {
+    "budget": float,
+    "depth": int,
+    "n_params_all": int,
+    "n_params_non_embedding": int,
+    "n_params_matmul": int,
+    "tokens": int,
+    "flops": float,
+    "val_bpb": float,
+    "wall_s": float,
+}
+
+
+class ScalingWarning(UserWarning):
+    """Data a fit flagged or left out; the message says which and why."""
+
+
+class SweepFormatError(ValueError):
+    """A sweep CSV (or a row for it) that does not have the expected columns or values."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The sweep CSV
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_value(column: str, raw: object, where: str) -> int | float:
+    """One sweep value parsed to its column's type; a SweepFormatError naming `where` if bad."""
+    kind = SWEEP_COLUMNS[column]
+    try:
+        value = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise SweepFormatError(
+            f"{where}: column {column!r} is {raw!r}, which is not a number"
+        ) from None
+    if not math.isfinite(value):
+        raise SweepFormatError(f"{where}: column {column!r} is {raw!r}; it must be finite")
+    if kind is int:
+        if value != int(value):
+            raise SweepFormatError(f"{where}: column {column!r} is {raw!r}; it must be an integer")
+        value = int(value)
+    floor_ok = value >= 0 if column == "wall_s" else value > 0
+    if not floor_ok:
+        sign = "non-negative" if column == "wall_s" else "positive"
+        raise SweepFormatError(f"{where}: column {column!r} is {raw!r}; it must be {sign}")
+    return value
+
+
+def _format_row(row: Mapping[str, object], where: str) -> str:
+    """A validated row as one CSV line (with its newline), columns in SWEEP_COLUMNS order."""
+    missing = [c for c in SWEEP_COLUMNS if c not in row]
+    extra = [c for c in row if c not in SWEEP_COLUMNS]
+    if missing or extra:
+        raise SweepFormatError(
+            f"{where}: the row has missing columns {missing} and unknown columns {extra}; "
+            f"a sweep row has exactly {list(SWEEP_COLUMNS)}"
+        )
+    values = [_check_value(c, row[c], where) for c in SWEEP_COLUMNS]
+    return ",".join(str(v) if isinstance(v, int) else repr(v) for v in values) + "\n"
+
+
+def append_sweep_row(path: str | Path, row: Mapping[str, object]) -> None:
+    """Append one run's row to a sweep CSV (header on first use), written and fsynced whole."""
+    path = Path(path)
+    line = _format_row(row, f"row for {path}")
+    header = ",".join(SWEEP_COLUMNS) + "\n"
+    if not path.exists() or path.stat().st_size == 0:
+        atomic_write_text(path, header)
+    with path.open("rb+") as f:
+        first = f.readline().decode("utf-8", "replace")
+        if first != header:
+            raise SweepFormatError(
+                f"{path}: header is {first.strip()!r}, expected {header.strip()!r}; "
+                "move the file aside and rerun the sweep to start a new one"
+            )
+        f.seek(0, os.SEEK_END)
+        end = f.tell()
+        f.seek(end - 1)
+        if f.read(1) != b"\n":  # a killed writer left half a line: drop it before appending
+            f.seek(0)
+            keep = f.read().rfind(b"\n") + 1
+            f.truncate(keep)
+            f.flush()
+            os.fsync(f.fileno())
+            warnings.warn(
+                f"{path}: dropped a truncated last line (a run killed mid-write)",
+                ScalingWarning,
+                stacklevel=2,
+            )
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, line.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_sweep(path: str | Path) -> pd.DataFrame:
+    """The sweep CSV, validated: a bad row names file and line; a cut-off last line is dropped."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no sweep CSV here; the isoFLOP sweep runner writes it")
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        warnings.warn(
+            f"{path}:{len(lines)}: dropped a truncated last line (a run killed mid-write): "
+            f"{lines[-1]!r}",
+            ScalingWarning,
+            stacklevel=2,
+        )
+        lines = lines[:-1]
+    if not lines:
+        raise SweepFormatError(f"{path}: empty file; expected the header {list(SWEEP_COLUMNS)}")
+    records = list(csv.reader(lines))
+    header = records[0]
+    if header != list(SWEEP_COLUMNS):
+        raise SweepFormatError(f"{path}:1: header is {header}, expected {list(SWEEP_COLUMNS)}")
+    rows = []
+    for lineno, fields in enumerate(records[1:], start=2):
+        where = f"{path}:{lineno}"
+        if len(fields) != len(header):
+            raise SweepFormatError(
+                f"{where}: {len(fields)} fields, expected {len(header)} ({','.join(header)})"
+            )
+        rows.append([_check_value(c, v, where) for c, v in zip(header, fields)])
+    frame = pd.DataFrame(rows, columns=header)
+    return frame.astype({c: ("int64" if t is int else "float64") for c, t in SWEEP_COLUMNS.items()})
+
+
+# ---------------------------------------------------------------------------------------------
+# Approach 2: isoFLOP parabolas
+# ---------------------------------------------------------------------------------------------
+
+
+def _parabolas(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least-squares y = c2·x² + c1·x + c0 along the last axis (batched); NaN if degenerate."""
+    powers = np.stack([x**k for k in range(5)], axis=-1).sum(axis=-2)  # Σx^0 … Σx^4
+    lhs = np.stack(
+        [powers[..., [4, 3, 2]], powers[..., [3, 2, 1]], powers[..., [2, 1, 0]]], axis=-2
+    )
+    rhs = np.stack([(x**2 * y).sum(-1), (x * y).sum(-1), y.sum(-1)], axis=-1)
+    distinct = 1 + (np.diff(np.sort(x, axis=-1), axis=-1) > 0).sum(-1)
+    ok = distinct >= 3
+    lhs = np.where(ok[..., None, None], lhs, np.eye(3))
+    coef = np.linalg.solve(lhs, rhs[..., None])[..., 0]
+    return np.where(ok[..., None], coef, np.nan)
+
+
+def _judge_parabola(
+    coef: np.ndarray, x: np.ndarray, y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The vertex of each parabola (batched) and a flag: '' if usable, else the failed check."""
+    c2, c1 = coef[..., 0], coef[..., 1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        vertex = -c1 / (2 * c2)
+    lo, hi = x.min(-1), x.max(-1)
+    best = np.take_along_axis(x, y.argmin(-1)[..., None], -1)[..., 0]
+    flag = np.full(np.shape(c2), "", dtype=object)
+    flag[(best == lo) | (best == hi)] = "minimum_at_edge"
+    flag[(vertex <= lo) | (vertex >= hi)] = "minimum_outside_range"
+    flag[c2 <= 0] = "opens_downward"
+    flag[np.isnan(c2)] = "too_few_points"
+    return vertex, flag
+
+
+def _reason(flag: str, x: np.ndarray, y: np.ndarray, c2: float, n_opt: float) -> str:
+    """A reader's sentence for a flagged budget (x = log N and y = loss of its runs)."""
+    n_lo, n_hi = math.exp(x.min()), math.exp(x.max())
+    if flag == "too_few_points":
+        return f"{len(set(x))} distinct model sizes; a parabola needs at least 3"
+    if flag == "opens_downward":
+        return f"the parabola opens downward (curvature {c2:.3g}), so it has no minimum"
+    if flag == "minimum_outside_range":
+        side = "smaller" if n_opt <= n_lo else "larger"
+        return (
+            f"the parabola's minimum N={n_opt:.3g} is outside the sampled N {n_lo:.3g}…{n_hi:.3g};"
+            f" add {side} models to this budget"
+        )
+    n_best = math.exp(x[np.argmin(y)])
+    side = "smaller" if n_best == n_lo else "larger"
+    return (
+        f"the lowest loss is at the {side} end (N={n_best:.3g}) of the sampled N "
+        f"{n_lo:.3g}…{n_hi:.3g}, so the sweep does not bracket the minimum; add {side} models"
+    )
+
+
+def _power_law(log_c: np.ndarray, log_y: np.ndarray) -> tuple[float, float]:
+    """Slope and intercept of log y against log C (least squares); NaN with fewer than 2 points."""
+    if len(log_c) < 2 or np.ptp(log_c) == 0:
+        return math.nan, math.nan
+    slope, intercept = np.polyfit(log_c, log_y, 1)
+    return float(slope), float(intercept)
+
+
+def _as_output(values: np.ndarray, like: object) -> float | np.ndarray:
+    """A float for a scalar input, an array otherwise."""
+    return float(values) if np.ndim(like) == 0 else values
+
+
+@dataclass(frozen=True)
+class IsoFlopFit:
+    """Approach 2: per-budget parabolas, their optima, and the power laws through them."""
+
+    # One row per budget: budget, n_points, n_lo/n_hi (sampled N), n_opt, d_opt,
+    # tokens_per_param, loss_opt, the parabola c2·x² + c1·x + c0 in x = ln N − log_n_center,
+    # ok, flag ("ok" or the failed check), reason; with a bootstrap also n_opt_lo/_hi and
+    # tokens_per_param_lo/_hi (percentiles at level ci). n_opt of a budget flagged
+    # minimum_outside_range is the parabola's extrapolated vertex.
+    budgets: pd.DataFrame
+    a: float
+    b: float
+    log_n_coef: float
+    log_d_coef: float
+    n_col: str
+    loss_col: str
+    tokens_rule: str
+    ci: float
+    bootstrap: pd.DataFrame | None = field(default=None, repr=False)
+
+    def n_opt(self, flops: float | np.ndarray) -> float | np.ndarray:
+        """N_opt(C) from the power law N_opt = exp(log_n_coef)·C^a."""
+        return _as_output(np.exp(self.log_n_coef + self.a * np.log(flops)), flops)
+
+    def d_opt(self, flops: float | np.ndarray) -> float | np.ndarray:
+        """D_opt(C) from the power law D_opt = exp(log_d_coef)·C^b."""
+        return _as_output(np.exp(self.log_d_coef + self.b * np.log(flops)), flops)
+
+    def tokens_per_param(self, flops: float | np.ndarray) -> float | np.ndarray:
+        """D_opt/N_opt at compute C, from the two power laws."""
+        return _as_output(np.asarray(self.d_opt(flops)) / np.asarray(self.n_opt(flops)), flops)
+
+    def frontier(self, flops: Iterable[float]) -> pd.DataFrame:
+        """The compute-optimal N, D and D/N at each compute in `flops`."""
+        c = np.asarray(list(flops), dtype=float)
+        n, d = self.n_opt(c), self.d_opt(c)
+        return pd.DataFrame({"flops": c, "n_opt": n, "d_opt": d, "tokens_per_param": d / n})
+
+    def parabola(self, budget: float, n: float | np.ndarray) -> float | np.ndarray:
+        """The fitted loss of budget `budget` at model size(s) `n` (for drawing the curves)."""
+        row = self.budgets.loc[np.isclose(self.budgets["budget"], budget)]
+        if row.empty:
+            raise KeyError(f"no budget {budget:g}; budgets are {list(self.budgets['budget'])}")
+        r = row.iloc[0]
+        x = np.log(n) - r["log_n_center"]
+        return _as_output(r["c2"] * x**2 + r["c1"] * x + r["c0"], n)
+
+    def interval(self, name: str) -> tuple[float, float]:
+        """Bootstrap percentile interval (level `ci`) of a column of `bootstrap`, e.g. 'a'."""
+        if self.bootstrap is None:
+            raise ValueError("no bootstrap: refit with fit_isoflop(..., n_bootstrap=200)")
+        q = [50 * (1 - self.ci), 50 * (1 + self.ci)]
+        lo, hi = np.nanpercentile(self.bootstrap[name], q)
+        return float(lo), float(hi)
+
+    @property
+    def excluded(self) -> pd.DataFrame:
+        """The budgets left out of the power laws, with their flag and reason."""
+        return self.budgets.loc[~self.budgets["ok"], ["budget", "n_points", "flag", "reason"]]
+
+
+def _budget_optima(
+    x: np.ndarray, y: np.ndarray, log_d: np.ndarray | None, log_c: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per (batched) sample of one budget: coefficients, vertex log N, log D there, and flag."""
+    center = x.mean(-1, keepdims=True)
+    coef = _parabolas(x - center, y)
+    vertex, flag = _judge_parabola(coef, x - center, y)
+    log_n = vertex + center[..., 0]
+    if log_d is None:  # D from C = 6·N·D
+        log_d_opt = log_c - math.log(6) - log_n
+    else:  # D read off the budget's own runs: log D is linear in log N along an isoFLOP line
+        xc = x - center
+        slope = (xc * (log_d - log_d.mean(-1, keepdims=True))).sum(-1) / (xc**2).sum(-1)
+        log_d_opt = log_d.mean(-1) + slope * vertex
+    return coef, log_n, log_d_opt, flag
+
+
+def fit_isoflop(
+    df: pd.DataFrame,
+    n_col: str = "n_params_matmul",
+    loss_col: str = "val_bpb",
+    budget_col: str = "budget",
+    *,
+    tokens_col: str | None = None,
+    n_bootstrap: int = 0,
+    seed: int = 0,
+    ci: float = 0.8,
+) -> IsoFlopFit:
+    """Chinchilla's Approach 2: a parabola in log N per budget, then N_opt ∝ C^a and D_opt ∝ C^b.
+
+    D_opt comes from C = 6·N_opt·D_opt when `tokens_col` is None; otherwise from the budget's
+    own runs (log D interpolated linearly in log N at N_opt), which respects whatever FLOPs per
+    token the runs used. The bootstrap resamples runs with replacement within each budget
+    (seeded) and reports percentile intervals at level `ci` (0.8: Chinchilla's 10th/90th).
+    Rows whose budget is NaN (runs on no isoFLOP line) are ignored.
+    """
+    for col in (n_col, loss_col, budget_col, *([tokens_col] if tokens_col else [])):
+        if col not in df.columns:
+            raise KeyError(f"column {col!r} not in the data; columns are {list(df.columns)}")
+    data = df.dropna(subset=[budget_col])
+    rows, groups = [], []
+    for budget, group in data.groupby(budget_col, sort=True):
+        x = np.log(_as_positive(n_col, group[n_col]))
+        y = group[loss_col].to_numpy(float)
+        log_d = np.log(_as_positive(tokens_col, group[tokens_col])) if tokens_col else None
+        batch = _budget_optima(
+            x[None], y[None], None if log_d is None else log_d[None], math.log(budget)
+        )
+        coef, log_n, log_d_opt, flag = (v[0] for v in batch)
+        n_lo, n_hi = math.exp(x.min()), math.exp(x.max())
+        n_opt = math.exp(log_n) if np.isfinite(log_n) else math.nan
+        c2, c1, c0 = (float(v) for v in coef)
+        ok = flag == ""
+        reason = "" if ok else _reason(flag, x, y, c2, n_opt)
+        if not ok:
+            warnings.warn(
+                f"isoFLOP budget {budget:.3g}: {reason}; excluded from the power-law fit",
+                ScalingWarning,
+                stacklevel=2,
+            )
+        if flag in ("too_few_points", "opens_downward"):  # no minimum to report
+            n_opt, log_d_opt = math.nan, math.nan
+        d_opt = math.exp(log_d_opt) if np.isfinite(log_d_opt) else math.nan
+        rows.append(
+            {
+                "budget": float(budget),
+                "n_points": len(x),
+                "n_lo": n_lo,
+                "n_hi": n_hi,
+                "n_opt": n_opt,
+                "d_opt": d_opt,
+                "tokens_per_param": d_opt / n_opt,
+                "loss_opt": c0 - c1**2 / (4 * c2) if ok else math.nan,
+                "c2": c2,
+                "c1": c1,
+                "c0": c0,
+                "log_n_center": float(x.mean()),
+                "ok": ok,
+                "flag": flag or "ok",
+                "reason": reason,
+            }
+        )
+        if ok:
+            groups.append((len(rows) - 1, x, y, log_d, math.log(budget)))
+    table = pd.DataFrame(rows)
+    if table.empty:
+        raise ValueError(f"no rows with a {budget_col!r} value to fit")
+    good = table[table["ok"]]
+    if len(good) < 2:
+        warnings.warn(
+            f"only {len(good)} usable budget(s); the power laws need 2 or more, so a and b are NaN",
+            ScalingWarning,
+            stacklevel=2,
+        )
+    log_c = np.log(good["budget"].to_numpy())
+    a, log_n_coef = _power_law(log_c, np.log(good["n_opt"].to_numpy()))
+    b, log_d_coef = _power_law(log_c, np.log(good["d_opt"].to_numpy()))
+    tokens_rule = f"column {tokens_col!r}" if tokens_col else "C/(6N)"
+    boot = None
+    if n_bootstrap > 0 and len(groups) >= 2:
+        boot, per_budget = _bootstrap_isoflop(groups, n_bootstrap, seed)
+        q = [50 * (1 - ci), 50 * (1 + ci)]
+        for name, samples in per_budget.items():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns stay NaN
+                lo, hi = np.nanpercentile(samples, q, axis=0)
+            table[f"{name}_lo"], table[f"{name}_hi"] = math.nan, math.nan
+            idx = [g[0] for g in groups]
+            table.loc[idx, f"{name}_lo"], table.loc[idx, f"{name}_hi"] = lo, hi
+    return IsoFlopFit(table, a, b, log_n_coef, log_d_coef, n_col, loss_col, tokens_rule, ci, boot)
+
+
+def _bootstrap_isoflop(
+    groups: list[tuple[int, np.ndarray, np.ndarray, np.ndarray | None, float]],
+    n_bootstrap: int,
+    seed: int,
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Resample runs within each usable budget; refit parabolas, then the power laws."""
+    rng = np.random.default_rng(seed)
+    log_n = np.full((n_bootstrap, len(groups)), np.nan)
+    log_d = np.full((n_bootstrap, len(groups)), np.nan)
+    for j, (_, x, y, ld, lc) in enumerate(groups):
+        idx = rng.integers(0, len(x), size=(n_bootstrap, len(x)))
+        _, ln, ldo, flag = _budget_optima(x[idx], y[idx], None if ld is None else ld[idx], lc)
+        keep = flag == ""
+        log_n[keep, j], log_d[keep, j] = ln[keep], ldo[keep]
+    log_c = np.array([g[4] for g in groups])
+    samples = []
+    for i in range(n_bootstrap):
+        use = np.isfinite(log_n[i])
+        a, cn = _power_law(log_c[use], log_n[i, use])
+        b, cd = _power_law(log_c[use], log_d[i, use])
+        samples.append((a, b, cn, cd))
+    frame = pd.DataFrame(samples, columns=["a", "b", "log_n_coef", "log_d_coef"])
+    per_budget = {"n_opt": np.exp(log_n), "tokens_per_param": np.exp(log_d - log_n)}
+    return frame, per_budget
+
+
+# ---------------------------------------------------------------------------------------------
+# Approach 3: the parametric fit L(N, D) = E + A/N^α + B/D^β
+# ---------------------------------------------------------------------------------------------
+
+PARAM_ORDER = ("a", "b", "e", "alpha", "beta")  # a = log A, b = log B, e = log E
+
+
+def chinchilla_grid() -> np.ndarray:
+    """Hoffmann et al.'s 4500 starts, rows (a, b, e, α, β): a, b step 5; e, α, β step 0.5."""
+    a = b = np.arange(0.0, 30.0, 5.0)
+    e = np.arange(-1.0, 1.5, 0.5)
+    alpha = beta = np.arange(0.0, 2.5, 0.5)
+    return np.array(list(itertools.product(a, b, e, alpha, beta)))
+
+
+class _HuberLSE:
+    """The summed Huber objective and its gradient for a batch of parameter rows (float64)."""
+
+    chunk = 256  # rows per pass: keeps the [rows, points] temporaries in cache
+
+    def __init__(self, n: np.ndarray, d: np.ndarray, loss: np.ndarray, delta: float) -> None:
+        self.log_n = torch.as_tensor(np.log(n), dtype=torch.float64)
+        self.log_d = torch.as_tensor(np.log(d), dtype=torch.float64)
+        self.log_loss = torch.as_tensor(np.log(loss), dtype=torch.float64)
+        self.delta = delta
+        self.weights: torch.Tensor | None = None  # [rows, points] bootstrap counts, or None
+
+    def __call__(
+        self, theta: torch.Tensor, rows: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Objective [k] and gradient [k, 5] at parameter rows `theta` (which are rows `rows`)."""
+        fs, gs = [], []
+        for i in range(0, len(theta), self.chunk):
+            w = None if self.weights is None else self.weights[rows[i : i + self.chunk]]
+            f, g = self._chunk(theta[i : i + self.chunk], w)
+            fs.append(f)
+            gs.append(g)
+        return torch.cat(fs), torch.cat(gs)
+
+    def _chunk(
+        self, theta: torch.Tensor, w: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        a, b, e, alpha, beta = (t[:, None] for t in theta.unbind(-1))
+        t1, t2 = a - alpha * self.log_n, b - beta * self.log_d
+        t3 = e.expand_as(t1)
+        m = torch.maximum(torch.maximum(t1, t2), t3)
+        e1, e2, e3 = (t1 - m).exp(), (t2 - m).exp(), (t3 - m).exp()
+        total = e1 + e2 + e3
+        r = m + total.log() - self.log_loss
+        delta = self.delta
+        huber = torch.where(r.abs() <= delta, 0.5 * r * r, delta * (r.abs() - 0.5 * delta))
+        psi = r.clamp(-delta, delta) / total  # Huber'(r) times the softmax normaliser
+        if w is not None:
+            huber, psi = huber * w, psi * w
+        w1, w2, w3 = psi * e1, psi * e2, psi * e3
+        grad = torch.stack(
+            [
+                w1.sum(-1),
+                w2.sum(-1),
+                w3.sum(-1),
+                -(w1 * self.log_n).sum(-1),
+                -(w2 * self.log_d).sum(-1),
+            ],
+            dim=-1,
+        )
+        return huber.sum(-1), grad
+
+
+def _batched_lbfgs(
+    fun: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    x0: torch.Tensor,
+    *,
+    ftol: float,
+    gtol: float,
+    max_iter: int,
+    history: int = 10,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Minimise each row of x0 independently by L-BFGS with Armijo backtracking.
+
+    A row stops when max|grad| ≤ gtol, when an iteration lowers its objective by at most
+    ftol·|f|, or when no step along its direction lowers the objective. Returns the final
+    rows, their objectives, and the iterations each took.
+    """
+    n_rows, dim = x0.shape
+    x = x0.clone()
+    f, g = fun(x, torch.arange(n_rows))
+    s_hist = torch.zeros(history, n_rows, dim, dtype=x.dtype)
+    y_hist = torch.zeros_like(s_hist)
+    rho = torch.zeros(history, n_rows, dtype=x.dtype)
+    stored = torch.zeros(n_rows, dtype=torch.long)  # curvature pairs stored so far
+    iters = torch.zeros(n_rows, dtype=torch.long)
+    active = torch.arange(n_rows)
+    for _ in range(max_iter):
+        if len(active) == 0:
+            break
+        xa, fa, ga, ka = x[active], f[active], g[active], stored[active]
+        k = len(active)
+        cols = torch.arange(k)
+        # Two-loop recursion over each row's own history (unused slots have rho = 0: no effect).
+        q = ga.clone()
+        coef = torch.zeros(history, k, dtype=x.dtype)
+        slots = [(ka - 1 - j) % history for j in range(history)]
+        for j, slot in enumerate(slots):
+            s, y, r = s_hist[slot, active], y_hist[slot, active], rho[slot, active]
+            coef[j] = r * (s * q).sum(-1)
+            q -= coef[j, :, None] * y
+        s, y, r = s_hist[slots[0], active], y_hist[slots[0], active], rho[slots[0], active]
+        first = 1.0 / ga.norm(dim=-1).clamp_min(1e-300)  # no history yet: a unit-length step
+        gamma = torch.where(r > 0, (s * y).sum(-1) / (y * y).sum(-1).clamp_min(1e-300), first)
+        direction = gamma[:, None] * q
+        for j in reversed(range(history)):
+            slot = slots[j]
+            s, y, r = s_hist[slot, active], y_hist[slot, active], rho[slot, active]
+            direction += s * (coef[j] - r * (y * direction).sum(-1))[:, None]
+        direction = -direction
+        slope = (ga * direction).sum(-1)
+        uphill = slope >= 0
+        direction[uphill] = -ga[uphill] * first[uphill, None]
+        slope = (ga * direction).sum(-1)
+        # Backtracking line search, per row, evaluating only rows not yet accepted.
+        step = torch.ones(k, dtype=x.dtype)
+        x_new, f_new, g_new = xa.clone(), fa.clone(), ga.clone()
+        accepted = torch.zeros(k, dtype=torch.bool)
+        todo = cols
+        for _ in range(60):
+            trial = xa[todo] + step[todo, None] * direction[todo]
+            ft, gt = fun(trial, active[todo])
+            good = ft <= fa[todo] + 1e-4 * step[todo] * slope[todo]
+            hit = todo[good]
+            x_new[hit], f_new[hit], g_new[hit] = trial[good], ft[good], gt[good]
+            accepted[hit] = True
+            todo = todo[~good]
+            if len(todo) == 0:
+                break
+            step[todo] *= 0.5
+        s, y = x_new - xa, g_new - ga
+        sy = (s * y).sum(-1)
+        update = accepted & (sy > 1e-300)
+        rows_u, slot_u = active[update], ka[update] % history
+        s_hist[slot_u, rows_u], y_hist[slot_u, rows_u] = s[update], y[update]
+        rho[slot_u, rows_u] = 1.0 / sy[update]
+        stored[rows_u] += 1
+        x[active], f[active], g[active] = x_new, f_new, g_new
+        iters[active] += 1
+        done = ~accepted | (g_new.abs().amax(-1) <= gtol) | ((fa - f_new) <= ftol * f_new.abs())
+        active = active[~done]
+    return x, f, iters
+
+
+@dataclass(frozen=True)
+class Approach3Fit:
+    """L(N, D) = E + A/N^α + B/D^β, fitted; the compute-optimal frontier follows in closed form."""
+
+    E: float
+    A: float
+    B: float
+    alpha: float
+    beta: float
+    objective: float
+    n_points: int
+    delta: float
+    n_starts: int
+    se: dict[str, float] | None = None
+    bootstrap: pd.DataFrame | None = field(default=None, repr=False)
+
+    @property
+    def a(self) -> float:
+        """Exponent of N_opt ∝ C^a: β/(α+β)."""
+        return self.beta / (self.alpha + self.beta)
+
+    @property
+    def b(self) -> float:
+        """Exponent of D_opt ∝ C^b: α/(α+β)."""
+        return self.alpha / (self.alpha + self.beta)
+
+    @property
+    def G(self) -> float:
+        """G = (αA/(βB))^(1/(α+β)) of N_opt = G·(C/6)^a."""
+        return (self.alpha * self.A / (self.beta * self.B)) ** (1 / (self.alpha + self.beta))
+
+    @property
+    def log_params(self) -> dict[str, float]:
+        """The fit in the optimiser's coordinates: a = log A, b = log B, e = log E, α, β."""
+        return dict(
+            zip(
+                PARAM_ORDER,
+                (math.log(self.A), math.log(self.B), math.log(self.E), self.alpha, self.beta),
+            )
+        )
+
+    def loss(self, n: float | np.ndarray, d: float | np.ndarray) -> float | np.ndarray:
+        """Predicted loss of N parameters trained on D tokens."""
+        value = self.E + self.A / np.power(n, self.alpha) + self.B / np.power(d, self.beta)
+        return float(value) if np.ndim(value) == 0 else np.asarray(value)
+
+    def n_opt(self, flops: float | np.ndarray) -> float | np.ndarray:
+        """Compute-optimal N at C FLOPs (C = 6ND): G·(C/6)^a."""
+        return _as_output(self.G * np.power(np.asarray(flops, float) / 6, self.a), flops)
+
+    def d_opt(self, flops: float | np.ndarray) -> float | np.ndarray:
+        """Compute-optimal D at C FLOPs (C = 6ND): (C/6)^b / G."""
+        return _as_output(np.power(np.asarray(flops, float) / 6, self.b) / self.G, flops)
+
+    def tokens_per_param(self, flops: float | np.ndarray) -> float | np.ndarray:
+        """D_opt/N_opt at C FLOPs."""
+        return _as_output(np.asarray(self.d_opt(flops)) / np.asarray(self.n_opt(flops)), flops)
+
+    def frontier(self, flops: Iterable[float]) -> pd.DataFrame:
+        """Compute-optimal N, D, D/N and the predicted loss at each compute in `flops`."""
+        c = np.asarray(list(flops), dtype=float)
+        n, d = np.asarray(self.n_opt(c)), np.asarray(self.d_opt(c))
+        return pd.DataFrame(
+            {"flops": c, "n_opt": n, "d_opt": d, "tokens_per_param": d / n, "loss": self.loss(n, d)}
+        )
+
+
+def _as_positive(name: str, values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """A 1-D float array of positive finite values, or a ValueError saying what is wrong."""
+    arr = np.asarray(values, dtype=float).ravel()
+    bad = ~np.isfinite(arr) | (arr <= 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"{name}[{i}] = {float(arr[i])!r}; every {name} must be positive and finite"
+        )
+    return arr
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run torch single-threaded for a while: the fit's small chunks gain little from a second
+    thread, and OpenMP threads that spin-wait slow it ~100x on a CPU other processes share."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def fit_approach3(
+    N: Sequence[float] | np.ndarray,
+    D: Sequence[float] | np.ndarray,
+    loss: Sequence[float] | np.ndarray,
+    *,
+    delta: float = 1e-3,
+    grid: str | np.ndarray = "chinchilla",
+    seed: int = 0,
+    n_bootstrap: int = 0,
+) -> Approach3Fit:
+    """Chinchilla's Approach 3: Huber fit of log L(N, D) from a grid of L-BFGS starts; best kept.
+
+    `grid` is "chinchilla" (Hoffmann et al.'s 4500 starts) or an array of rows (a, b, e, α, β).
+    With `n_bootstrap` > 0 the points are resampled with replacement (seeded by `seed`) and each
+    resample is refitted from the full-data optimum; `se` holds the bootstrap standard deviations.
+    """
+    n, d, y = (_as_positive(k, v) for k, v in (("N", N), ("D", D), ("loss", loss)))
+    if not len(n) == len(d) == len(y):
+        raise ValueError(f"N, D and loss differ in length: {len(n)}, {len(d)}, {len(y)}")
+    if len(n) < 5:
+        raise ValueError(f"{len(n)} points; fitting 5 parameters needs at least 5")
+    starts = chinchilla_grid() if isinstance(grid, str) and grid == "chinchilla" else grid
+    if isinstance(starts, str):
+        raise ValueError(f"unknown grid {grid!r}; pass 'chinchilla' or an array of (a, b, e, α, β)")
+    starts = torch.as_tensor(np.asarray(starts, dtype=float).reshape(-1, 5))
+    with _one_thread():
+        return _fit_approach3(n, d, y, starts, delta, seed, n_bootstrap)
+
+
+def _fit_approach3(
+    n: np.ndarray,
+    d: np.ndarray,
+    y: np.ndarray,
+    starts: torch.Tensor,
+    delta: float,
+    seed: int,
+    n_bootstrap: int,
+) -> Approach3Fit:
+    """fit_approach3 after its inputs are checked."""
+    fun = _HuberLSE(n, d, y, delta)
+    # Loose pass over every start to find the basins, then polish the best few tightly.
+    x, f, _ = _batched_lbfgs(fun, starts, ftol=1e-6, gtol=1e-9, max_iter=300)
+    f = torch.where(torch.isfinite(f), f, torch.inf)
+    best = torch.argsort(f)[: min(16, len(f))]
+    x, f, _ = _batched_lbfgs(fun, x[best], ftol=1e-14, gtol=1e-12, max_iter=2000)
+    i = int(torch.argmin(f))
+    theta = x[i]
+    la, lb, le, alpha, beta = (float(v) for v in theta)
+    se, boot = None, None
+    if n_bootstrap > 0:
+        rng = np.random.default_rng(seed)
+        idx = rng.integers(0, len(n), size=(n_bootstrap, len(n)))
+        counts = np.stack([np.bincount(row, minlength=len(n)) for row in idx])
+        fun.weights = torch.as_tensor(counts, dtype=torch.float64)
+        xb, _, _ = _batched_lbfgs(
+            fun, theta.expand(n_bootstrap, 5).clone(), ftol=1e-12, gtol=1e-12, max_iter=1000
+        )
+        xb = xb.numpy()
+        boot = pd.DataFrame(
+            {
+                "E": np.exp(xb[:, 2]),
+                "A": np.exp(xb[:, 0]),
+                "B": np.exp(xb[:, 1]),
+                "alpha": xb[:, 3],
+                "beta": xb[:, 4],
+            }
+        )
+        boot["a"] = boot["beta"] / (boot["alpha"] + boot["beta"])
+        boot["b"] = boot["alpha"] / (boot["alpha"] + boot["beta"])
+        se = {k: float(v) for k, v in boot.std(ddof=1).items()}
+    return Approach3Fit(
+        E=math.exp(le),
+        A=math.exp(la),
+        B=math.exp(lb),
+        alpha=alpha,
+        beta=beta,
+        objective=float(f[i]),
+        n_points=len(n),
+        delta=delta,
+        n_starts=len(starts),
+        se=se,
+        bootstrap=boot,
+    )
+
+
+def approach3_objective(
+    params: Mapping[str, float],
+    N: Sequence[float] | np.ndarray,
+    D: Sequence[float] | np.ndarray,
+    loss: Sequence[float] | np.ndarray,
+    delta: float = 1e-3,
+) -> float:
+    """The Huber objective at given E, A, B, alpha, beta (e.g. a paper's constants) on some data."""
+    fun = _HuberLSE(_as_positive("N", N), _as_positive("D", D), _as_positive("loss", loss), delta)
+    theta = torch.tensor(
+        [
+            [
+                math.log(params["A"]),
+                math.log(params["B"]),
+                math.log(params["E"]),
+                params["alpha"],
+                params["beta"],
+            ]
+        ],
+        dtype=torch.float64,
+    )
+    return float(fun(theta, torch.arange(1))[0][0])
+
+
+# ---------------------------------------------------------------------------------------------
+# Data and choosing a depth
+# ---------------------------------------------------------------------------------------------
+
+
+def load_chinchilla(path: str | Path | None = None, drop_highest: int = 5) -> pd.DataFrame:
+    """Epoch AI's extraction of Chinchilla's runs: N, C, D = C/(6N), loss (nats), nominal budget.
+
+    Epoch's rule drops the `drop_highest` highest-loss runs (rows whose loss is not strictly
+    below the drop_highest-th highest loss): 240 of 245 rows with the default 5. `budget` is the
+    isoFLOP budget of CHINCHILLA_BUDGETS within ±0.1 dex of the run's C, or NaN.
+    """
+    path = Path(path) if path else CHINCHILLA_CSV
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing; it ships with the book in data/chinchilla/")
+    raw = pd.read_csv(path)
+    df = pd.DataFrame(
+        {
+            "N": raw["Model Size"].astype(float),
+            "C": raw["Training FLOP"].astype(float),
+            "loss": raw["loss"].astype(float),
+        }
+    )
+    df.insert(2, "D", df["C"] / (6 * df["N"]))
+    if drop_highest > 0:
+        df = df[df["loss"] < df["loss"].nlargest(drop_highest).min()]
+    log_budgets = np.log10(CHINCHILLA_BUDGETS)
+    dist = np.abs(np.log10(df["C"].to_numpy())[:, None] - log_budgets[None, :])
+    nearest = np.asarray(CHINCHILLA_BUDGETS)[dist.argmin(1)]
+    df["budget"] = np.where(dist.min(1) <= 0.1, nearest, np.nan)
+    return df.reset_index(drop=True)
+
+
+def depth_for_budget(
+    flops: float,
+    depths: Iterable[int],
+    params_fn: Callable[[int], float],
+    flops_per_token_fn: Callable[[int], float],
+    tokens_per_param: float | Callable[[float], float],
+) -> int:
+    """The depth whose compute-optimal run (D = tokens_per_param·N) costs closest to `flops`.
+
+    `params_fn(depth)` is N in the convention `tokens_per_param` was measured in, and
+    `flops_per_token_fn(depth)` the training FLOPs per token; `tokens_per_param` may be a
+    number or a function of compute (e.g. a fit's `tokens_per_param`). Closeness is in log FLOPs.
+    """
+    ratio = tokens_per_param(flops) if callable(tokens_per_param) else tokens_per_param
+    depths = list(depths)
+    if not depths:
+        raise ValueError("no depths to choose from")
+    cost = [flops_per_token_fn(d) * ratio * params_fn(d) for d in depths]
+    miss = [abs(math.log(c / flops)) for c in cost]
+    return depths[int(np.argmin(miss))]
