@@ -1,0 +1,1041 @@
+"""CORE (DCLM): in-context tasks scored by centred accuracy; GPT-3's CORE estimated from GPT-2.
+
+CORE (Li et al. 2024, DataComp-LM) is the mean, over 22 few-shot tasks, of each task's accuracy
+centred on its random baseline: ``(acc − baseline) / (1 − baseline)``, so guessing scores 0 and a
+perfect model 1. The tasks come as an *eval bundle*: ``core.yaml`` lists them (``icl_tasks``:
+``label``, ``dataset_uri``, ``num_fewshot``, ``icl_task_type``, ``continuation_delimiter``),
+``eval_meta_data.csv`` holds the random baselines (column ``Random baseline``, in percent) and
+``eval_data/<dataset_uri>`` one JSON object per line. Three task types, one forward pass each:
+
+- ``multiple_choice`` (``query``, ``choices``, ``gold``): one row per choice,
+  ``query + delimiter + choice``; the choice with the lowest mean loss is the prediction;
+- ``schema`` (``context_options``, ``continuation``, ``gold``): one row per context,
+  ``option + delimiter + continuation``; the context under which the shared continuation has the
+  lowest mean loss is the prediction;
+- ``language_modeling`` (``context``, ``continuation``): one row,
+  ``context.strip() + delimiter + continuation``; right only if the greedy (argmax) prediction
+  reproduces every continuation token.
+
+Every row is ``few-shot block + prompt``, encoded after a BOS token; the scored tokens are those
+after the longest common token prefix of the row with and without its continuation, i.e. the
+whole continuation, as llm-foundry (DCLM's harness) scores it. (nanochat instead scores a choice
+after the tokens all choices share, and a schema row over the tokens all rows share at the end;
+the two agree unless choices start, or contexts end, with the same tokens.) Few-shot
+examples (``gold`` answers filled in, separated by blank lines) are drawn per item with
+``random.Random(1234 + index)`` and never include the item itself; items are shuffled with
+``random.Random(1337)`` before ``max_per_task`` keeps the first ones (nanochat's conventions).
+Ties in the lowest loss go to the first choice. Rows longer than the model's context are cut
+from the left.
+
+The 22 CORE tasks, their shots, delimiters and both baseline tables (v1, used by nanochat and
+for the GPT-2/GPT-3 numbers; v2, DCLM's corrected baselines since 2025-09) live in
+``data/core/core_tasks.csv``; ``data/core/tiny_bundle/`` is a small bundle in the same format made
+from the shipped corpus's held-out text, for the CPU presets. The second half of the module holds
+the GPT-3 calibration (nanochat's method) and the CORE-vs-FLOPs fit and extrapolation.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import http.client
+import json
+import os
+import random
+import shutil
+import socket
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import yaml
+
+from nanolib.config import book_root
+from nanolib.data import sha256_file
+from nanolib.device import autocast_context
+from nanolib.model import unwrap_model
+from nanolib.runs import atomic_write_json, atomic_write_text, replace_dir
+
+TASK_TYPES = ("multiple_choice", "schema", "language_modeling")
+DEFAULT_DELIMITER = " "
+FEWSHOT_SEED = 1234  # few-shot examples of item i come from random.Random(FEWSHOT_SEED + i)
+SHUFFLE_SEED = 1337  # items are shuffled once with this seed before max_per_task cuts them
+EVAL_BUNDLE_URL = "https://karpathy-public.s3.us-west-2.amazonaws.com/eval_bundle.zip"
+TASKS_CSV = "data/core/core_tasks.csv"
+TINY_BUNDLE = "data/core/tiny_bundle"
+REFERENCE_DIR = "data/reference"
+BUNDLE_YAML = "core.yaml"
+META_CSV = "eval_meta_data.csv"
+# The six tasks that CORE and the GPT-3 paper both report in the same regime (nanochat's choice).
+SIX_TASKS = (
+    "hellaswag_zeroshot",
+    "lambada_openai",
+    "hellaswag",
+    "piqa",
+    "arc_easy",
+    "arc_challenge",
+)
+REQUIRED_FIELDS = {
+    "multiple_choice": {"query": str, "choices": list, "gold": int},
+    "schema": {"context_options": list, "continuation": str, "gold": int},
+    "language_modeling": {"context": str, "continuation": str},
+}
+
+
+class BundleFormatError(ValueError):
+    """A bundle file is malformed; the message names the file (and line) and the fix."""
+
+
+class DownloadError(RuntimeError):
+    """The eval bundle could not be downloaded or failed its checks after a few attempts."""
+
+
+# ------------------------------------------------------------------------------------------------
+# the task table
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """How a task is prompted and what random guessing scores on it (baselines as fractions)."""
+
+    label: str
+    task_type: str
+    num_fewshot: int
+    delimiter: str
+    dataset_uri: str
+    baseline_v1: float
+    baseline_v2: float
+    category: str = ""
+
+
+def core_tasks() -> list[TaskSpec]:
+    """The 22 DCLM CORE tasks with v1 and v2 baselines, from data/core/core_tasks.csv."""
+    path = book_root() / TASKS_CSV
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return [
+        TaskSpec(
+            label=r["label"],
+            task_type=r["icl_task_type"],
+            num_fewshot=int(r["num_fewshot"]),
+            delimiter=ast.literal_eval(r["continuation_delimiter"]),
+            dataset_uri=r["dataset_uri"],
+            baseline_v1=float(r["baseline_v1"]) / 100,
+            baseline_v2=float(r["baseline_v2"]) / 100,
+            category=r["category"],
+        )
+        for r in rows
+    ]
+
+
+# ------------------------------------------------------------------------------------------------
+# bundles
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task of a bundle: its spec, its items in file order, and the file they came from."""
+
+    spec: TaskSpec
+    items: tuple[dict, ...]
+    path: Path
+
+    @property
+    def label(self) -> str:
+        """The task's name, e.g. "hellaswag_zeroshot"."""
+        return self.spec.label
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """An eval bundle on disk: core.yaml's task list with every task's items loaded."""
+
+    root: Path
+    tasks: tuple[Task, ...]
+
+    @property
+    def name(self) -> str:
+        """The bundle folder's name."""
+        return self.root.name
+
+    def task(self, label: str) -> Task:
+        """The task called label, or a KeyError listing the labels."""
+        for t in self.tasks:
+            if t.label == label:
+                return t
+        raise KeyError(f"no task {label!r} in {self.root}; tasks: {[t.label for t in self.tasks]}")
+
+
+def tiny_bundle_dir() -> Path:
+    """The shipped tiny bundle (data/core/tiny_bundle)."""
+    return book_root() / TINY_BUNDLE
+
+
+def default_bundle_dir() -> Path:
+    """Where download_bundle unpacks the real bundle: $NANOBOOK_DATA/eval_bundle."""
+    root = os.environ.get("NANOBOOK_DATA") or Path.home() / ".cache" / "nanobook"
+    return Path(root) / "eval_bundle"
+
+
+def _item_problem(task_type: str, item: Any) -> str | None:
+    """What is wrong with one JSONL item of a task type, or None."""
+    if not isinstance(item, dict):
+        return f"expected a JSON object, got {type(item).__name__}"
+    for key, kind in REQUIRED_FIELDS[task_type].items():
+        if key not in item:
+            needs = sorted(REQUIRED_FIELDS[task_type])
+            return f"missing field {key!r} (a {task_type} item needs {needs})"
+        value = item[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            return f"field {key!r} should be {kind.__name__}, got {type(value).__name__}"
+    if task_type == "language_modeling":
+        return None if item["continuation"] else "empty 'continuation'"
+    options = item["choices"] if task_type == "multiple_choice" else item["context_options"]
+    name = "choices" if task_type == "multiple_choice" else "context_options"
+    if len(options) < 2 or not all(isinstance(o, str) and o for o in options):
+        return f"{name!r} must list at least two non-empty strings"
+    if not 0 <= item["gold"] < len(options):
+        return f"gold={item['gold']} is not an index into the {len(options)} {name}"
+    if task_type == "schema" and not item["continuation"]:
+        return "empty 'continuation'"
+    return None
+
+
+def read_task_items(path: Path, task_type: str) -> tuple[dict, ...]:
+    """Read and check a task's JSONL file; a bad line raises BundleFormatError naming it."""
+    if not path.is_file():
+        raise BundleFormatError(f"{path}: task file is missing; re-download or rebuild the bundle")
+    items = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise BundleFormatError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            problem = _item_problem(task_type, item)
+            if problem:
+                raise BundleFormatError(f"{path}:{lineno}: {problem}")
+            items.append(item)
+    return tuple(items)
+
+
+def _meta_baselines(root: Path) -> dict[str, tuple[float | None, str]]:
+    """Random baseline (fraction, or None if unreadable) and its file:line, by task label."""
+    path = root / META_CSV
+    if not path.is_file():
+        return {}
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    out = {}
+    for lineno, row in enumerate(rows, 2):
+        try:
+            value = float(row.get("Random baseline") or "") / 100
+        except ValueError:
+            value = None
+        out[row.get("Eval Task") or ""] = (value, f"{path}:{lineno}")
+    return out
+
+
+def _spec_from_yaml(entry: Any, where: str, known: dict[str, TaskSpec], meta: dict) -> TaskSpec:
+    if not isinstance(entry, dict):
+        raise BundleFormatError(f"{where}: expected a mapping, got {entry!r}")
+    missing = [
+        k for k in ("label", "dataset_uri", "icl_task_type", "num_fewshot") if k not in entry
+    ]
+    if missing:
+        raise BundleFormatError(f"{where}: missing {missing}")
+    label, task_type = str(entry["label"]), entry["icl_task_type"]
+    if task_type not in TASK_TYPES:
+        raise BundleFormatError(
+            f"{where} ({label}): icl_task_type {task_type!r} not in {TASK_TYPES}"
+        )
+    shots = entry["num_fewshot"]
+    shots = shots[0] if isinstance(shots, list) and len(shots) == 1 else shots
+    if not isinstance(shots, int) or shots < 0:
+        raise BundleFormatError(f"{where} ({label}): num_fewshot must be [k] with k ≥ 0")
+    delimiter = entry.get("continuation_delimiter", DEFAULT_DELIMITER)
+    if label in known:  # a CORE task: both published baseline tables
+        v1, v2 = known[label].baseline_v1, known[label].baseline_v2
+    elif label in meta and meta[label][0] is not None:  # another task: the bundle's baseline
+        v1 = v2 = meta[label][0]
+    elif label in meta:
+        raise BundleFormatError(f"{meta[label][1]}: 'Random baseline' of {label} is not a number")
+    else:
+        raise BundleFormatError(
+            f"{where} ({label}): no random baseline: the task is not one of the 22 in "
+            f"{TASKS_CSV} and has no row in the bundle's {META_CSV}"
+        )
+    folder = Path(str(entry["dataset_uri"])).parent.name.replace("_", " ")
+    return TaskSpec(
+        label=label,
+        task_type=task_type,
+        num_fewshot=shots,
+        delimiter=str(delimiter),
+        dataset_uri=str(entry["dataset_uri"]),
+        baseline_v1=v1,
+        baseline_v2=v2,
+        category=known[label].category if label in known else folder,
+    )
+
+
+def load_bundle(directory: str | Path, labels: Iterable[str] | None = None) -> Bundle:
+    """Read and check a bundle (core.yaml + eval_data/*.jsonl); optionally only some tasks."""
+    root = Path(directory)
+    yaml_path = root / BUNDLE_YAML
+    if not yaml_path.is_file():
+        raise BundleFormatError(
+            f"{yaml_path} not found: not an eval bundle; run nanolib.core.download_bundle() or "
+            f"`python data/core/make_tiny_bundle.py` for the tiny one"
+        )
+    try:
+        doc = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise BundleFormatError(f"{yaml_path}: not valid YAML ({e})") from None
+    entries = doc.get("icl_tasks") if isinstance(doc, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise BundleFormatError(f"{yaml_path}: expected a non-empty list under 'icl_tasks'")
+    known = {t.label: t for t in core_tasks()}
+    meta = _meta_baselines(root)
+    wanted = set(labels) if labels is not None else None
+    tasks = []
+    for i, entry in enumerate(entries):
+        spec = _spec_from_yaml(entry, f"{yaml_path}: icl_tasks[{i}]", known, meta)
+        if wanted is not None and spec.label not in wanted:
+            continue
+        path = root / "eval_data" / spec.dataset_uri
+        items = read_task_items(path, spec.task_type)
+        if len(items) <= spec.num_fewshot:
+            raise BundleFormatError(
+                f"{path}: {len(items)} items cannot give {spec.num_fewshot}-shot prompts that "
+                "leave the item out"
+            )
+        tasks.append(Task(spec, items, path))
+    if wanted is not None and wanted - {t.label for t in tasks}:
+        raise KeyError(f"tasks {sorted(wanted - {t.label for t in tasks})} are not in {yaml_path}")
+    return Bundle(root, tuple(tasks))
+
+
+# ------------------------------------------------------------------------------------------------
+# downloading the real bundle
+
+_RETRYABLE = (urllib.error.URLError, http.client.HTTPException, ConnectionError, socket.timeout)
+
+
+def _fetch(url: str, part: Path, timeout: float, bar: Any) -> None:
+    """Stream url into part, continuing from the bytes part already holds (HTTP Range)."""
+    offset = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": "nanobook", **({"Range": f"bytes={offset}-"} if offset else {})}
+    try:
+        response = urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers), timeout=timeout
+        )
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and offset:  # nothing left to send: the part file is whole
+            return
+        raise
+    with response:
+        if offset and response.status != 206:  # the server ignored the range: start over
+            offset = 0
+        length = response.headers.get("Content-Length")
+        expected = offset + int(length) if length is not None else None
+        bar.reset(total=expected)
+        bar.update(offset)
+        with open(part, "ab" if offset else "wb") as f:
+            while block := response.read(1 << 20):
+                f.write(block)
+                bar.update(len(block))
+    if expected is not None and part.stat().st_size != expected:
+        raise http.client.IncompleteRead(b"", expected - part.stat().st_size)
+
+
+def _check_zip(part: Path, sha256: str | None) -> str | None:
+    """Why the downloaded zip is unusable (checksum, CRC, no core.yaml), or None."""
+    if sha256 is not None and (got := sha256_file(part)) != sha256:
+        return f"sha256 {got} differs from the expected {sha256}"
+    try:
+        with zipfile.ZipFile(part) as z:
+            if (bad := z.testzip()) is not None:
+                return f"member {bad} fails its CRC check"
+            if not any(Path(n).name == BUNDLE_YAML for n in z.namelist()):
+                return f"no {BUNDLE_YAML} inside"
+    except zipfile.BadZipFile as e:
+        return f"not a zip file ({e})"
+    return None
+
+
+def download_bundle(
+    dest: str | Path | None = None,
+    url: str = EVAL_BUNDLE_URL,
+    sha256: str | None = None,
+    *,
+    attempts: int = 4,
+    backoff: float = 1.0,
+    timeout: float = 60.0,
+) -> Path:
+    """Fetch eval_bundle.zip (resumable, checked) and unzip it atomically into dest; return dest."""
+    from tqdm.auto import tqdm
+
+    dest = Path(dest) if dest is not None else default_bundle_dir()
+    if (dest / BUNDLE_YAML).is_file():  # unpacking is atomic, so a core.yaml means complete
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".zip.part")
+    error: Exception | str | None = None
+    with tqdm(total=None, unit="B", unit_scale=True, desc="eval bundle") as bar:
+        for attempt in range(attempts):
+            if attempt:
+                time.sleep(backoff * 2 ** (attempt - 1))
+            try:
+                _fetch(url, part, timeout, bar)
+            except urllib.error.HTTPError as e:
+                error = e
+                if e.code < 500 and e.code not in (408, 429):  # 404 and friends will not heal
+                    break
+                continue
+            except _RETRYABLE as e:  # keep the part file: the next attempt resumes it
+                error = e
+                continue
+            error = _check_zip(part, sha256)
+            if error is None:
+                break
+            part.unlink()  # whole but bad: fetch it again from the start
+    if error is not None:
+        raise DownloadError(
+            f"could not get a valid eval bundle from {url} into {dest} after {attempt + 1} "
+            f"attempt(s): {error}. Check the network and re-run; a partial {part.name} is resumed."
+        )
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.unzip-"))
+    try:
+        with zipfile.ZipFile(part) as z:
+            z.extractall(tmp)
+        found = next(p.parent for p in sorted(tmp.rglob(BUNDLE_YAML)))
+        load_bundle(found, labels=[])  # core.yaml parses and names its baselines
+        replace_dir(found, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    part.unlink()
+    return dest
+
+
+# ------------------------------------------------------------------------------------------------
+# prompts
+
+
+def fewshot_indices(
+    n: int, index: int, k: int, seed: int = FEWSHOT_SEED, exclude: Iterable[int] = ()
+) -> list[int]:
+    """k distinct item indices in [0, n) drawn with Random(seed + index); never index or exclude."""
+    banned = {index, *exclude}
+    if n - sum(0 <= b < n for b in banned) < k:
+        raise ValueError(f"{n} items leave fewer than k={k} few-shot examples for item {index}")
+    rng = random.Random(seed + index)
+    chosen: list[int] = []
+    while len(chosen) < k:
+        j = rng.randrange(n)
+        if j not in banned:
+            banned.add(j)
+            chosen.append(j)
+    return chosen
+
+
+def _solved(task_type: str, item: dict, delimiter: str) -> str:
+    """An item with its gold answer filled in, as a few-shot example."""
+    if task_type == "multiple_choice":
+        return item["query"] + delimiter + item["choices"][item["gold"]]
+    if task_type == "schema":
+        return item["context_options"][item["gold"]] + delimiter + item["continuation"]
+    return item["context"].strip() + delimiter + item["continuation"]
+
+
+def render_rows(
+    task_type: str, item: dict, shots: Sequence[dict], delimiter: str
+) -> list[tuple[str, str]]:
+    """The (context, continuation) texts to score for one item: one per choice/option, or one."""
+    prefix = "".join(_solved(task_type, s, delimiter) + "\n\n" for s in shots)
+    if task_type == "multiple_choice":
+        return [(prefix + item["query"] + delimiter, c) for c in item["choices"]]
+    if task_type == "schema":
+        return [(prefix + o + delimiter, item["continuation"]) for o in item["context_options"]]
+    return [(prefix + item["context"].strip() + delimiter, item["continuation"])]
+
+
+class TextEncoder(Protocol):
+    """What scoring needs of a tokenizer (nanolib.tokenizer.Tokenizer is one)."""
+
+    @property
+    def bos_id(self) -> int: ...
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]: ...
+
+
+def encode_rows(
+    tokenizer: TextEncoder, pairs: Sequence[tuple[str, str]]
+) -> tuple[list[list[int]], list[tuple[int, int]]]:
+    """Token rows (BOS + context + continuation) and the [start, end) span of the continuation.
+
+    The span starts after the longest common token prefix of the row with and without its
+    continuation, so a delimiter space that BPE glues to the next word is scored with it.
+    """
+    encoded = tokenizer.encode_batch([c for c, _ in pairs] + [c + x for c, x in pairs])
+    bos, n = tokenizer.bos_id, len(pairs)
+    rows, spans = [], []
+    for ctx, full in zip(encoded[:n], encoded[n:]):
+        start = 0
+        for a, b in zip(ctx, full):
+            if a != b:
+                break
+            start += 1
+        rows.append([bos, *full])
+        spans.append((start + 1, len(full) + 1))
+    return rows, spans
+
+
+# ------------------------------------------------------------------------------------------------
+# scoring
+
+
+class Scorer(Protocol):
+    """Scores token rows; spans are [start, end) of the tokens to judge (position 0 is BOS)."""
+
+    def continuation_losses(
+        self, rows: Sequence[Sequence[int]], spans: Sequence[tuple[int, int]]
+    ) -> list[float]:
+        """Mean cross-entropy of each row's span tokens given everything before them."""
+        ...
+
+    def greedy_matches(
+        self, rows: Sequence[Sequence[int]], spans: Sequence[tuple[int, int]]
+    ) -> list[bool]:
+        """Whether greedy (argmax) next-token predictions reproduce each row's span exactly."""
+        ...
+
+
+class ModelScorer:
+    """A Scorer backed by a GPT: rows left-truncated to seq_len, length-sorted, padded, batched."""
+
+    def __init__(self, model: nn.Module, pad_id: int = 0, batch_tokens: int = 8192) -> None:
+        # the plain module: DDP hooks are not needed, and a compiled model would recompile for
+        # every new batch shape
+        self.model = unwrap_model(model)
+        self.seq_len = self.model.config.seq_len
+        self.device = next(model.parameters()).device
+        self.pad_id = pad_id
+        self.batch_tokens = batch_tokens
+
+    def _fit(self, row: Sequence[int], span: tuple[int, int]) -> tuple[list[int], int, int]:
+        cut = max(0, len(row) - self.seq_len)  # drop the oldest tokens, as nanochat does
+        return list(row[cut:]), max(1, span[0] - cut), span[1] - cut
+
+    @torch.inference_mode()
+    def _score(
+        self, rows: Sequence[Sequence[int]], spans: Sequence[tuple[int, int]]
+    ) -> tuple[list[float], list[bool]]:
+        fitted = [self._fit(r, s) for r, s in zip(rows, spans)]
+        order = sorted(range(len(fitted)), key=lambda i: -len(fitted[i][0]))
+        losses, matches = [0.0] * len(rows), [False] * len(rows)
+        i = 0
+        while i < len(order):
+            width = len(fitted[order[i]][0])  # the longest row of the batch comes first
+            batch = order[i : i + max(1, self.batch_tokens // width)]
+            i += len(batch)
+            idx = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+            targets = torch.full((len(batch), width), -1, dtype=torch.long)
+            for b, j in enumerate(batch):
+                row, start, end = fitted[j]
+                idx[b, : len(row)] = torch.tensor(row)
+                # the logits at position t predict token t + 1
+                targets[b, start - 1 : end - 1] = torch.tensor(row[start:end])
+            idx, targets = idx.to(self.device), targets.to(self.device)
+            with autocast_context(self.device):
+                logits = self.model(idx)
+            logits = logits.float()
+            loss = F.cross_entropy(
+                logits.flatten(0, 1), targets.flatten(), ignore_index=-1, reduction="none"
+            ).view_as(targets)
+            scored = targets != -1
+            mean = (loss.sum(1) / scored.sum(1)).tolist()
+            exact = ((logits.argmax(-1) == targets) | ~scored).all(1).tolist()
+            for b, j in enumerate(batch):
+                losses[j], matches[j] = mean[b], exact[b]
+        return losses, matches
+
+    def continuation_losses(
+        self, rows: Sequence[Sequence[int]], spans: Sequence[tuple[int, int]]
+    ) -> list[float]:
+        """Mean cross-entropy of each row's span tokens given everything before them."""
+        return self._score(rows, spans)[0]
+
+    def greedy_matches(
+        self, rows: Sequence[Sequence[int]], spans: Sequence[tuple[int, int]]
+    ) -> list[bool]:
+        """Whether greedy next-token predictions reproduce each row's span exactly."""
+        return self._score(rows, spans)[1]
+
+
+# ------------------------------------------------------------------------------------------------
+# evaluation
+
+
+def centered_accuracy(accuracy: float, baseline: float) -> float:
+    """(accuracy − baseline) / (1 − baseline): 0 for random guessing, 1 for perfect."""
+    return (accuracy - baseline) / (1.0 - baseline)
+
+
+def core_score(centered: Iterable[float]) -> float:
+    """CORE: the plain mean of the tasks' centred accuracies."""
+    values = list(centered)
+    return float(sum(values) / len(values))
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """One task's score; items and correct are totals over all ranks."""
+
+    label: str
+    task_type: str
+    num_fewshot: int
+    items: int
+    correct: int
+    baseline_v1: float
+    baseline_v2: float
+    seconds: float
+
+    @property
+    def accuracy(self) -> float:
+        """Fraction of items right."""
+        return self.correct / self.items if self.items else float("nan")
+
+    @property
+    def centered_v1(self) -> float:
+        """Accuracy centred on the v1 baseline."""
+        return centered_accuracy(self.accuracy, self.baseline_v1)
+
+    @property
+    def centered_v2(self) -> float:
+        """Accuracy centred on the v2 baseline."""
+        return centered_accuracy(self.accuracy, self.baseline_v2)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stored fields plus accuracy and both centred accuracies."""
+        return {
+            **asdict(self),
+            "accuracy": self.accuracy,
+            "centered_v1": self.centered_v1,
+            "centered_v2": self.centered_v2,
+        }
+
+
+@dataclass(frozen=True)
+class CoreResult:
+    """Every task's result and CORE under both baseline tables."""
+
+    bundle: str
+    tasks: tuple[TaskResult, ...]
+    seconds: float
+    max_per_task: int | None = None
+    world_size: int = 1
+
+    @property
+    def core_v1(self) -> float:
+        """CORE with the v1 baselines (nanochat's, and the GPT-2/GPT-3 numbers')."""
+        return core_score(t.centered_v1 for t in self.tasks)
+
+    @property
+    def core_v2(self) -> float:
+        """CORE with DCLM's corrected (v2) baselines."""
+        return core_score(t.centered_v2 for t in self.tasks)
+
+    @property
+    def items(self) -> int:
+        """Items evaluated over all tasks and ranks."""
+        return sum(t.items for t in self.tasks)
+
+    @property
+    def items_per_s(self) -> float:
+        """Evaluation throughput of the whole run (all ranks together)."""
+        return self.items / self.seconds if self.seconds > 0 else float("nan")
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per task."""
+        return pd.DataFrame([t.to_dict() for t in self.tasks])
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything, JSON-ready."""
+        return {
+            "bundle": self.bundle,
+            "core_v1": self.core_v1,
+            "core_v2": self.core_v2,
+            "items": self.items,
+            "seconds": self.seconds,
+            "items_per_s": self.items_per_s,
+            "max_per_task": self.max_per_task,
+            "world_size": self.world_size,
+            "tasks": [t.to_dict() for t in self.tasks],
+        }
+
+
+def _dist_rank_world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _all_reduce_sum(values: list[int]) -> list[int]:
+    """Sum integers over the ranks when torch.distributed is initialised; else unchanged."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return values
+    on_gpu = dist.get_backend() == "nccl"
+    device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
+    t = torch.tensor(values, dtype=torch.long, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def evaluation_order(n: int) -> list[int]:
+    """File indices of a task's items in evaluation order: shuffled once with Random(1337)."""
+    order = list(range(n))
+    random.Random(SHUFFLE_SEED).shuffle(order)
+    return order
+
+
+def evaluate_task(
+    task: Task,
+    tokenizer: TextEncoder,
+    scorer: Scorer,
+    *,
+    max_items: int | None = None,
+    rank: int | None = None,
+    world_size: int | None = None,
+    seed: int = FEWSHOT_SEED,
+    flush_rows: int = 256,
+    bar: Any = None,
+) -> TaskResult:
+    """Score one task: this rank's share of items (index % world_size), summed over ranks."""
+    t0 = time.perf_counter()
+    drank, dworld = _dist_rank_world()
+    rank = drank if rank is None else rank
+    world_size = dworld if world_size is None else world_size
+    spec = task.spec
+    items = [task.items[i] for i in evaluation_order(len(task.items))]
+    keys = [json.dumps(it, sort_keys=True) for it in items]
+    same: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        same.setdefault(key, []).append(i)
+    n_eval = len(items) if max_items is None else min(max_items, len(items))
+    mine = range(n_eval)[rank::world_size]
+    correct = 0
+    pending: list[tuple[int, list[tuple[str, str]]]] = []  # (item, its rows) not yet scored
+
+    def flush() -> int:
+        rows, spans = encode_rows(tokenizer, [p for _, ps in pending for p in ps])
+        if spec.task_type == "language_modeling":  # one row per item
+            right = sum(scorer.greedy_matches(rows, spans))
+        else:
+            losses, right, at = scorer.continuation_losses(rows, spans), 0, 0
+            for i, ps in pending:
+                chunk = losses[at : at + len(ps)]
+                right += chunk.index(min(chunk)) == items[i]["gold"]  # ties: the first choice
+                at += len(ps)
+        if bar is not None:
+            bar.update(len(pending))
+        pending.clear()
+        return right
+
+    n_rows = 0
+    for i in mine:
+        shots = fewshot_indices(len(items), i, spec.num_fewshot, seed, exclude=same[keys[i]])
+        pairs = render_rows(spec.task_type, items[i], [items[j] for j in shots], spec.delimiter)
+        pending.append((i, pairs))
+        n_rows += len(pairs)
+        if n_rows >= flush_rows:
+            correct += flush()
+            n_rows = 0
+    if pending:
+        correct += flush()
+    total, correct = _all_reduce_sum([len(mine), correct])
+    return TaskResult(
+        label=spec.label,
+        task_type=spec.task_type,
+        num_fewshot=spec.num_fewshot,
+        items=total,
+        correct=correct,
+        baseline_v1=spec.baseline_v1,
+        baseline_v2=spec.baseline_v2,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def evaluate_core(
+    model: nn.Module | None,
+    tokenizer: TextEncoder,
+    bundle: Bundle | str | Path,
+    max_per_task: int | None = None,
+    rank: int | None = None,
+    world_size: int | None = None,
+    *,
+    scorer: Scorer | None = None,
+    batch_tokens: int = 8192,
+    progress: bool = True,
+) -> CoreResult:
+    """CORE of a model on a bundle (v1 and v2 baselines); ranks split items, counts all-reduced."""
+    from tqdm.auto import tqdm
+
+    bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    drank, dworld = _dist_rank_world()
+    rank = drank if rank is None else rank
+    world_size = dworld if world_size is None else world_size
+    if scorer is None:
+        if model is None:
+            raise ValueError("evaluate_core needs a model or a scorer")
+        scorer = ModelScorer(model, pad_id=tokenizer.bos_id, batch_tokens=batch_tokens)
+    sizes = [
+        len(t.items) if max_per_task is None else min(max_per_task, len(t.items))
+        for t in bundle.tasks
+    ]
+    total = sum(len(range(rank, n, world_size)) for n in sizes)
+    t0 = time.perf_counter()
+    results = []
+    with tqdm(total=total, desc="CORE", unit="item", disable=not progress or rank != 0) as bar:
+        for task in bundle.tasks:
+            bar.set_postfix_str(task.label)
+            results.append(
+                evaluate_task(
+                    task,
+                    tokenizer,
+                    scorer,
+                    max_items=max_per_task,
+                    rank=rank,
+                    world_size=world_size,
+                    bar=bar,
+                )
+            )
+    return CoreResult(
+        bundle=str(bundle.root),
+        tasks=tuple(results),
+        seconds=time.perf_counter() - t0,
+        max_per_task=max_per_task,
+        world_size=world_size,
+    )
+
+
+def write_results(result: CoreResult, run_dir: str | Path, name: str = "core") -> dict[str, Path]:
+    """Write <name>.csv (one row per task) and <name>.json (everything) atomically."""
+    run_dir = Path(run_dir)
+    paths = {"csv": run_dir / f"{name}.csv", "json": run_dir / f"{name}.json"}
+    atomic_write_text(paths["csv"], result.to_frame().to_csv(index=False))
+    atomic_write_json(paths["json"], result.to_dict())
+    return paths
+
+
+# ------------------------------------------------------------------------------------------------
+# GPT-3 calibration (nanochat dev/estimate_gpt3_core.ipynb's method, our code)
+
+
+def load_reference(name: str) -> pd.DataFrame:
+    """A published-numbers table from data/reference/<name>.csv."""
+    return pd.read_csv(book_root() / REFERENCE_DIR / f"{name}.csv")
+
+
+def _centered_six(frame: pd.DataFrame) -> np.ndarray:
+    """Centred accuracies (rows × SIX_TASKS) from accuracies in percent, v1 baselines."""
+    base = {t.label: t.baseline_v1 for t in core_tasks()}
+    b = np.array([base[t] for t in SIX_TASKS])
+    return (frame[list(SIX_TASKS)].to_numpy(float) / 100 - b) / (1 - b)
+
+
+def _r2(y: np.ndarray, pred: np.ndarray) -> float:
+    return float(1 - np.sum((y - pred) ** 2) / np.sum((y - y.mean()) ** 2))
+
+
+def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
+    """Ridge regression with an unpenalised intercept: (weights, intercept)."""
+    xm, ym = x.mean(0), y.mean()
+    xc = x - xm
+    w = np.linalg.solve(xc.T @ xc + alpha * np.eye(x.shape[1]), xc.T @ (y - ym))
+    return w, float(ym - xm @ w)
+
+
+def _predict_both(x2: np.ndarray, y2: np.ndarray, x3: np.ndarray, alpha: float) -> tuple:
+    """Predictions for x3 of the simple and the ridge fit on (x2, y2)."""
+    slope, intercept = np.polyfit(x2.mean(1), y2, 1)
+    w, b = fit_ridge(x2, y2, alpha)
+    return slope * x3.mean(1) + intercept, x3 @ w + b
+
+
+@dataclass(frozen=True)
+class Gpt3Calibration:
+    """The fits from GPT-2 (six centred accuracies → CORE) and GPT-3's estimated CORE per size."""
+
+    simple: tuple[float, float]  # slope, intercept of CORE on the six-task mean
+    simple_r2: float
+    ridge_weights: dict[str, float]
+    ridge_intercept: float
+    ridge_r2: float
+    gpt2: pd.DataFrame  # per GPT-2 model: six-task mean, CORE, both fits' predictions
+    gpt3: (
+        pd.DataFrame
+    )  # per GPT-3 size: six_mean, simple, ridge, piqa_only, final, loo_*, low, high
+
+
+def calibrate_gpt3(calibration: pd.DataFrame | None = None, alpha: float = 0.01) -> Gpt3Calibration:
+    """Fit CORE on GPT-2's six-task scores two ways; GPT-3's CORE is the mean of both fits.
+
+    The band (low, high) spans every alternative: the single-task PIQA fit and the final
+    estimate refitted with each GPT-2 model left out in turn.
+    """
+    df = load_reference("gpt_core_calibration") if calibration is None else calibration
+    g2, g3 = df[df.family == "gpt2"], df[df.family == "gpt3"]
+    x2, y2, x3 = _centered_six(g2), g2.core_v1.to_numpy(float), _centered_six(g3)
+    slope, intercept = np.polyfit(x2.mean(1), y2, 1)
+    w, b = fit_ridge(x2, y2, alpha)
+    simple3, ridge3 = slope * x3.mean(1) + intercept, x3 @ w + b
+    final = (simple3 + ridge3) / 2
+    p = SIX_TASKS.index("piqa")
+    piqa = np.polyval(np.polyfit(x2[:, p], y2, 1), x3[:, p])
+    loo = []
+    for j in range(len(y2)):
+        keep = np.arange(len(y2)) != j
+        s, r = _predict_both(x2[keep], y2[keep], x3, alpha)
+        loo.append((s + r) / 2)
+    loo = np.vstack(loo)
+    spread = np.vstack([simple3, ridge3, piqa, loo])
+    gpt2 = pd.DataFrame(
+        {
+            "model": g2.model.to_numpy(),
+            "six_mean": x2.mean(1),
+            "core": y2,
+            "simple": slope * x2.mean(1) + intercept,
+            "ridge": x2 @ w + b,
+        }
+    )
+    gpt3 = pd.DataFrame(
+        {
+            "model": g3.model.to_numpy(),
+            "params_M": g3.params_M.to_numpy(),
+            "six_mean": x3.mean(1),
+            "simple": simple3,
+            "ridge": ridge3,
+            "piqa_only": piqa,
+            "final": final,
+            "loo_low": loo.min(0),
+            "loo_high": loo.max(0),
+            "low": spread.min(0),
+            "high": spread.max(0),
+        }
+    )
+    return Gpt3Calibration(
+        simple=(float(slope), float(intercept)),
+        simple_r2=_r2(y2, gpt2.simple.to_numpy()),
+        ridge_weights=dict(zip(SIX_TASKS, map(float, w))),
+        ridge_intercept=b,
+        ridge_r2=_r2(y2, gpt2.ridge.to_numpy()),
+        gpt2=gpt2,
+        gpt3=gpt3,
+    )
+
+
+def estimate_gpt3_core() -> dict[str, float]:
+    """Our estimate of each GPT-3 size's CORE (v1), e.g. {"GPT-3 Small": 0.148, …}."""
+    table = calibrate_gpt3().gpt3
+    return dict(zip(table.model, map(float, table.final)))
+
+
+# ------------------------------------------------------------------------------------------------
+# CORE vs training compute
+
+
+def core_at_flops(flops: Any, a: float, b: float) -> Any:
+    """CORE = 1 − a·C^(−b): the saturating power law nanochat fits to its miniseries."""
+    return 1.0 - a * np.asarray(flops, dtype=float) ** (-b)
+
+
+def fit_core_vs_flops(
+    flops: Sequence[float], core: Sequence[float], space: str = "core"
+) -> tuple[float, float]:
+    """Fit CORE = 1 − a·C^(−b); returns (a, b).
+
+    space="log" is the straight line log(1 − CORE) = log a − b·log C. space="core" (default,
+    what nanochat's published fit matches) minimises the squared error in CORE itself: for each
+    b the best a is linear least squares, and b is found by a golden-section search started from
+    the log-space fit.
+    """
+    c, y = np.asarray(flops, dtype=float), np.asarray(core, dtype=float)
+    if np.any(y >= 1) or len(c) < 2:
+        raise ValueError("need at least two points with CORE < 1")
+    slope, intercept = np.polyfit(np.log(c), np.log(1 - y), 1)
+    a, b = float(np.exp(intercept)), float(-slope)
+    if space == "log":
+        return a, b
+    if space != "core":
+        raise ValueError(f"space must be 'core' or 'log', got {space!r}")
+
+    def best_a(bb: float) -> tuple[float, float]:
+        f = c ** (-bb)
+        aa = float(np.sum((1 - y) * f) / np.sum(f * f))
+        return aa, float(np.sum((1 - y - aa * f) ** 2))
+
+    lo, hi = b / 4, b * 4
+    g = (np.sqrt(5) - 1) / 2
+    for _ in range(200):
+        m1, m2 = hi - g * (hi - lo), lo + g * (hi - lo)
+        if best_a(m1)[1] < best_a(m2)[1]:
+            hi = m2
+        else:
+            lo = m1
+    b = (lo + hi) / 2
+    return best_a(b)[0], float(b)
+
+
+def flops_for_core(target: Any, a: float, b: float) -> Any:
+    """Training FLOPs at which 1 − a·C^(−b) reaches target CORE: (a / (1 − target))^(1/b)."""
+    return (a / (1.0 - np.asarray(target, dtype=float))) ** (1.0 / b)
+
+
+def core_targets() -> dict[str, float]:
+    """CORE to reach: GPT-2's four measured scores and our eight GPT-3 estimates."""
+    df = load_reference("gpt_core_calibration")
+    gpt2 = df[df.family == "gpt2"]
+    return {**dict(zip(gpt2.model, map(float, gpt2.core_v1))), **estimate_gpt3_core()}
+
+
+def extrapolation_table(
+    a: float,
+    b: float,
+    targets: Mapping[str, float] | None = None,
+    mfu: float = 0.40,
+    peak_flops: float = 989e12,
+    gpus: int = 8,
+    dollars_per_gpu_hour: float = 3.0,
+) -> pd.DataFrame:
+    """FLOPs, hours on a node of gpus GPUs at mfu, and dollars to reach each target CORE."""
+    targets = core_targets() if targets is None else targets
+    core = np.array(list(targets.values()), dtype=float)
+    flops = flops_for_core(core, a, b)
+    hours = flops / (gpus * peak_flops * mfu) / 3600
+    return pd.DataFrame(
+        {
+            "target": list(targets),
+            "core": core,
+            "flops": flops,
+            "hours": hours,
+            "days": hours / 24,
+            "dollars": hours * gpus * dollars_per_gpu_hour,
+        }
+    )
