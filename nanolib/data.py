@@ -4,6 +4,8 @@ Every source is a set of parquet shards with one `text` column, one document per
 source ships in the repository (`data/corpus/`, written by `data/prepare_corpus.py`); a download
 source (`fineweb-edu`) is fetched shard by shard into a cache folder, resuming partial files and
 checking every shard before it is used. Nothing here needs the network unless a shard is missing.
+`TokenLoader` turns a source into the training stream: tokenised, packed rows that start at BOS,
+shared between ranks, with a position a checkpoint can save.
 """
 
 from __future__ import annotations
@@ -21,11 +23,16 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow.parquet as pq
 
 from nanolib.config import book_root
+
+if TYPE_CHECKING:
+    import torch
+
+    from nanolib.tokenizer import Tokenizer
 
 SPLITS = ("train", "val")
 MANIFEST = "MANIFEST.json"
@@ -375,3 +382,182 @@ def iter_texts(
                 text = text[:budget]
                 budget -= len(text)
             yield text
+
+
+# ------------------------------------------------------------------------------------------------
+# tokenised, packed rows for training
+
+
+def _local_shard(src: TextSource, split: str, k: int) -> Path:
+    """The k-th shard of a split on local disk, verified; a download source fetches it first."""
+    if src.shipped:
+        path = _shipped_paths(src, split)[k]
+        verify_shard(path)
+        return path
+    index = src.indices(split)[k]
+    folder = src.directory()
+    folder.mkdir(parents=True, exist_ok=True)
+    # Several ranks on one node may want the same shard at once: one downloads, the rest wait.
+    import fcntl
+
+    with open(folder / f".{src.shard_name(index)}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return download_shards(src.name, [index], dest=folder)[0]
+
+
+@dataclass(frozen=True)
+class _DocRef:
+    """Where a document sits: epoch, shard (position in the split's list) and row in the shard."""
+
+    epoch: int
+    shard: int
+    row: int
+
+
+class TokenLoader:
+    """Documents tokenised with BOS first and packed into rows of seq_len + 1 tokens.
+
+    The stream is the split's documents in shard order, each as ``[BOS, *tokens]``, laid end to
+    end and cut into rows of ``seq_len + 1`` tokens (inputs are a row's first ``seq_len`` tokens,
+    targets its last ``seq_len``). Every row starts with BOS: a row that begins at a document
+    start takes the document's own BOS; a row that begins inside a document (the remainder of one
+    that did not fit in the previous row is *carried*, not cropped) gets a fresh BOS first. Carrying
+    wastes nothing, which matters when documents are longer than a row (the tiny corpus: a median
+    of ≈1,300 tokens against seq_len 256; cropping would throw most of it away).
+
+    Rank r of world_size keeps global rows r, r + world_size, …, so ranks see disjoint rows and
+    their union is the one-process stream. Each rank reads and tokenises the whole stream to find
+    its rows: exact and simple, for the price of tokenising world_size times (tiktoken does
+    ≈20 MB/s per thread, far more than a GPU consumes). The position (epoch, shard, row, token
+    offset and the global row count) is a small dict: `state_dict()` after a batch and
+    `load_state_dict()` before iterating resume the stream exactly. The train split repeats
+    forever (`epoch` counts passes); `infinite=False` reads it once (the val split).
+    """
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        source: str,
+        split: str,
+        batch_size: int,
+        seq_len: int,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        infinite: bool = True,
+        device: str = "cpu",
+        doc_batch: int = 128,
+    ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} must be in 0..{world_size - 1}")
+        if batch_size < 1 or seq_len < 1:
+            raise ValueError(f"batch_size={batch_size} and seq_len={seq_len} must be ≥ 1")
+        self.src = get_source(source)
+        _check_split(split)
+        self.tokenizer, self.split = tokenizer, split
+        self.batch_size, self.seq_len = batch_size, seq_len
+        self.rank, self.world_size = rank, world_size
+        self.infinite, self.device, self.doc_batch = infinite, device, doc_batch
+        self.bos = tokenizer.bos_id
+        # Every rank on a node tokenises: share the cores between them (tiktoken's threads).
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+        self.threads = max(1, min(8, (os.cpu_count() or 1) // per_node))
+        self.num_shards = (
+            len(_shipped_paths(self.src, split))
+            if self.src.shipped
+            else len(self.src.indices(split))
+        )
+        self._state = {"epoch": 0, "shard": 0, "row": 0, "offset": 0, "rows": 0}
+
+    def state_dict(self) -> dict[str, int]:
+        """The position after the last batch yielded (before the first, where iteration starts)."""
+        return dict(self._state)
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue from a position `state_dict()` returned; call before iterating."""
+        self._state = {k: int(state[k]) for k in ("epoch", "shard", "row", "offset", "rows")}
+
+    def _documents(self, start: _DocRef) -> Iterator[tuple[_DocRef, str]]:
+        epoch, shard, row = start.epoch, start.shard, start.row
+        while True:
+            for k in range(shard, self.num_shards):
+                pf = pq.ParquetFile(_local_shard(self.src, self.split, k))
+                first = row if k == shard else 0
+                seen = 0
+                for g in range(pf.num_row_groups):
+                    n = pf.metadata.row_group(g).num_rows
+                    if seen + n <= first:  # skip whole row groups when resuming
+                        seen += n
+                        continue
+                    texts = pf.read_row_group(g, columns=["text"]).column(0).to_pylist()
+                    for i in range(max(first - seen, 0), n):
+                        yield _DocRef(epoch, k, seen + i), texts[i]
+                    seen += n
+            if not self.infinite:
+                return
+            epoch, shard, row = epoch + 1, 0, 0
+
+    def _tokenised(self, start: _DocRef) -> Iterator[tuple[_DocRef, list[int]]]:
+        refs, texts = [], []
+        for ref, text in self._documents(start):
+            if not text:
+                continue
+            refs.append(ref)
+            texts.append(text)
+            if len(texts) == self.doc_batch:
+                yield from zip(refs, self._encode(texts))
+                refs, texts = [], []
+        if texts:
+            yield from zip(refs, self._encode(texts))
+
+    def _encode(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer.encode_batch(texts, prepend=self.bos, num_threads=self.threads)
+
+    def _rows(self) -> Iterator[tuple[list[int], dict[str, int]]]:
+        """This rank's rows, each with the position just after it."""
+        s = self._state
+        start = _DocRef(s["epoch"], s["shard"], s["row"])
+        offset, rows = s["offset"], s["rows"]
+        width = self.seq_len + 1
+        row: list[int] = []
+        filled = 0
+        for ref, ids in self._tokenised(start):
+            pos = offset if ref == start else 0
+            while pos < len(ids):
+                keep = rows % self.world_size == self.rank
+                if filled == 0 and pos > 0:  # a row that starts inside a document: BOS first
+                    if keep:
+                        row.append(self.bos)
+                    filled = 1
+                take = min(width - filled, len(ids) - pos)
+                if keep:
+                    row.extend(ids[pos : pos + take])
+                filled += take
+                pos += take
+                if filled == width:
+                    rows += 1
+                    after = {"epoch": ref.epoch, "shard": ref.shard, "row": ref.row}
+                    after.update(offset=pos, rows=rows)
+                    if keep:
+                        yield row, after
+                    row, filled = [], 0
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield (inputs, targets), each a (batch_size, seq_len) int64 tensor on the device."""
+        import torch
+
+        batch: list[list[int]] = []
+        for row, after in self._rows():
+            batch.append(row)
+            if len(batch) == self.batch_size:
+                self._state = after
+                yield self._to_device(torch.tensor(batch, dtype=torch.long))
+                batch = []
+        if batch:  # only a finite stream ends: its last, smaller batch
+            self._state = after
+            yield self._to_device(torch.tensor(batch, dtype=torch.long))
+
+    def _to_device(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.device.startswith("cuda"):
+            rows = rows.pin_memory().to(self.device, non_blocking=True)
+        return rows[:, :-1], rows[:, 1:]
