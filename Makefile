@@ -35,8 +35,9 @@ node_modules/.installed: package.json package-lock.json
 lab: setup                        ## open the chapters in JupyterLab
 	$(BIN)/jupyter lab chapters/
 
-bench: setup
+bench: setup                      ## side-by-side ratios: tokenizers, training throughput
 	$(BIN)/python bench/tokenizer.py
+	$(BIN)/python bench/train_throughput.py
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

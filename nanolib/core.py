@@ -835,13 +835,76 @@ def evaluate_core(
     )
 
 
-def write_results(result: CoreResult, run_dir: str | Path, name: str = "core") -> dict[str, Path]:
-    """Write <name>.csv (one row per task) and <name>.json (everything) atomically."""
+def write_results(
+    result: CoreResult,
+    run_dir: str | Path,
+    name: str = "core",
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Path]:
+    """Write <name>.csv (one row per task) and <name>.json (everything, plus extra) atomically."""
     run_dir = Path(run_dir)
     paths = {"csv": run_dir / f"{name}.csv", "json": run_dir / f"{name}.json"}
     atomic_write_text(paths["csv"], result.to_frame().to_csv(index=False))
-    atomic_write_json(paths["json"], result.to_dict())
+    atomic_write_json(paths["json"], {**result.to_dict(), **(extra or {})})
     return paths
+
+
+SUMMARY_KEYS = ("core_v1", "core_v2", "items", "seconds", "items_per_s")
+
+
+def evaluate_checkpoints(
+    checkpoints: Mapping[str, str | Path],
+    tokenizer: TextEncoder,
+    bundle: Bundle | str | Path,
+    out_dir: str | Path,
+    max_per_task: int | None = None,
+    *,
+    batch_tokens: int = 8192,
+    device: str = "cpu",
+    progress: bool = True,
+) -> pd.DataFrame:
+    """CORE of each checkpoint dir (name → dir) into out_dir/<name>.csv|json; one row per model.
+
+    A result already in out_dir is reused when it was made from the same checkpoint (the sha256
+    of its meta.json), bundle and max_per_task, so an interrupted evaluation resumes model by
+    model. The `reused` column says which rows were not evaluated this time.
+    """
+    from nanolib.train import META, load_model
+
+    bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    out_dir = Path(out_dir)
+    rows = []
+    for name, ckpt in checkpoints.items():
+        ckpt = Path(ckpt)
+        if not (ckpt / META).is_file():
+            raise FileNotFoundError(f"{name}: no checkpoint in {ckpt} (no {META})")
+        key = {
+            "checkpoint": str(ckpt),
+            "checkpoint_sha256": sha256_file(ckpt / META),
+            "bundle": str(bundle.root),
+            "max_per_task": max_per_task,
+        }
+        done = out_dir / f"{name}.json"
+        if done.is_file():
+            saved = json.loads(done.read_text())
+            if all(saved.get(k) == v for k, v in key.items()):
+                rows.append({"model": name, **{k: saved[k] for k in SUMMARY_KEYS}, "reused": True})
+                continue
+        model, _ = load_model(ckpt, device)
+        vocab = getattr(tokenizer, "vocab_size", model.config.vocab_size)
+        if model.config.vocab_size != vocab:
+            raise ValueError(
+                f"{name}: the model in {ckpt} has a vocabulary of {model.config.vocab_size:,} ids "
+                f"but the tokenizer has {vocab:,}; evaluate it with the tokenizer it trained with"
+            )
+        result = evaluate_core(
+            model, tokenizer, bundle, max_per_task, batch_tokens=batch_tokens, progress=progress
+        )
+        write_results(result, out_dir, name, extra=key)
+        summary = result.to_dict()
+        rows.append({"model": name, **{k: summary[k] for k in SUMMARY_KEYS}, "reused": False})
+        del model  # free it before the next one loads
+    return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1001,6 +1064,26 @@ def fit_core_vs_flops(
             lo = m1
     b = (lo + hi) / 2
     return best_a(b)[0], float(b)
+
+
+def bootstrap_core_fit(
+    flops: Sequence[float], core: Sequence[float], n_boot: int = 500, seed: int = 0
+) -> np.ndarray:
+    """(a, b) of fit_core_vs_flops on n_boot resamples of the points drawn with replacement.
+
+    A resample with fewer than three distinct FLOPs values says nothing about a curve and is
+    drawn again; at least three distinct points are needed.
+    """
+    c, y = np.asarray(flops, dtype=float), np.asarray(core, dtype=float)
+    if len(np.unique(c)) < 3:
+        raise ValueError(f"need at least three distinct FLOPs values, got {len(np.unique(c))}")
+    rng = np.random.default_rng(seed)
+    fits = []
+    while len(fits) < n_boot:
+        i = rng.integers(0, len(c), len(c))
+        if len(np.unique(c[i])) >= 3:
+            fits.append(fit_core_vs_flops(c[i], y[i]))
+    return np.array(fits)
 
 
 def flops_for_core(target: Any, a: float, b: float) -> Any:

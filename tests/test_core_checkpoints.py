@@ -1,0 +1,52 @@
+import json
+
+import numpy as np
+import pytest
+
+from nanolib import core
+from nanolib.model import GPT, GPTConfig
+from nanolib.train import META
+
+
+def test_bootstrap_core_fit_brackets_the_fit():
+    df = core.load_reference("nanochat_miniseries_v1")
+    df = df[df.depth >= 12]
+    fits = core.bootstrap_core_fit(df.flops_derived, df.core_v1, n_boot=50, seed=1)
+    assert fits.shape == (50, 2)
+    again = core.bootstrap_core_fit(df.flops_derived, df.core_v1, n_boot=50, seed=1)
+    assert np.array_equal(fits, again)
+    a, b = core.fit_core_vs_flops(df.flops_derived, df.core_v1)
+    lo, hi = np.percentile(fits[:, 1], [5, 95])
+    assert lo < b < hi
+    with pytest.raises(ValueError, match="three distinct"):
+        core.bootstrap_core_fit([1e18, 1e18, 2e18], [0.1, 0.1, 0.2])
+
+
+def test_evaluate_checkpoints_writes_and_reuses(tmp_path, monkeypatch):
+    from nanolib.data import iter_texts
+    from nanolib.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.train(iter_texts("tiny", "val", max_chars=50_000), vocab_size=300)
+    cfg = GPTConfig(vocab_size=tokenizer.vocab_size, n_layer=1, n_head=1, n_kv_head=1,
+                    d_model=32, seq_len=64)  # fmt: skip
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    import dataclasses
+
+    import torch
+
+    torch.manual_seed(0)
+    torch.save(GPT(cfg).state_dict(), ckpt / "model_000000.pt")
+    (ckpt / META).write_text(json.dumps({"model": dataclasses.asdict(cfg), "step": 0}))
+    out = tmp_path / "core"
+    first = core.evaluate_checkpoints({"m": ckpt}, tokenizer, core.tiny_bundle_dir(), out, 3,
+                                      progress=False)  # fmt: skip
+    assert list(first.model) == ["m"] and not first.reused[0] and first["items"][0] == 24
+    assert {p.name for p in out.iterdir()} == {"m.csv", "m.json"}
+    assert json.loads((out / "m.json").read_text())["max_per_task"] == 3
+    again = core.evaluate_checkpoints({"m": ckpt}, tokenizer, core.tiny_bundle_dir(), out, 3,
+                                      progress=False)  # fmt: skip
+    assert again.reused[0] and again.core_v1[0] == first.core_v1[0]
+    other = core.evaluate_checkpoints({"m": ckpt}, tokenizer, core.tiny_bundle_dir(), out, 2,
+                                      progress=False)  # fmt: skip
+    assert not other.reused[0] and other["items"][0] == 16
