@@ -38,19 +38,16 @@ from __future__ import annotations
 
 import ast
 import csv
-import http.client
 import json
 import os
 import random
 import shutil
-import socket
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -62,7 +59,8 @@ import torch.nn.functional as F
 import yaml
 
 from nanolib.config import book_root
-from nanolib.data import sha256_file
+from nanolib.data import DownloadError as DownloadError  # re-exported: download_bundle raises it
+from nanolib.data import download_file, sha256_file
 from nanolib.device import autocast_context
 from nanolib.model import unwrap_model
 from nanolib.runs import atomic_write_json, atomic_write_text, replace_dir
@@ -95,10 +93,6 @@ REQUIRED_FIELDS = {
 
 class BundleFormatError(ValueError):
     """A bundle file is malformed; the message names the file (and line) and the fix."""
-
-
-class DownloadError(RuntimeError):
-    """The eval bundle could not be downloaded or failed its checks after a few attempts."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -331,49 +325,19 @@ def load_bundle(directory: str | Path, labels: Iterable[str] | None = None) -> B
 # ------------------------------------------------------------------------------------------------
 # downloading the real bundle
 
-_RETRYABLE = (urllib.error.URLError, http.client.HTTPException, ConnectionError, socket.timeout)
 
-
-def _fetch(url: str, part: Path, timeout: float, bar: Any) -> None:
-    """Stream url into part, continuing from the bytes part already holds (HTTP Range)."""
-    offset = part.stat().st_size if part.exists() else 0
-    headers = {"User-Agent": "nanobook", **({"Range": f"bytes={offset}-"} if offset else {})}
-    try:
-        response = urllib.request.urlopen(
-            urllib.request.Request(url, headers=headers), timeout=timeout
-        )
-    except urllib.error.HTTPError as e:
-        if e.code == 416 and offset:  # nothing left to send: the part file is whole
-            return
-        raise
-    with response:
-        if offset and response.status != 206:  # the server ignored the range: start over
-            offset = 0
-        length = response.headers.get("Content-Length")
-        expected = offset + int(length) if length is not None else None
-        bar.reset(total=expected)
-        bar.update(offset)
-        with open(part, "ab" if offset else "wb") as f:
-            while block := response.read(1 << 20):
-                f.write(block)
-                bar.update(len(block))
-    if expected is not None and part.stat().st_size != expected:
-        raise http.client.IncompleteRead(b"", expected - part.stat().st_size)
-
-
-def _check_zip(part: Path, sha256: str | None) -> str | None:
-    """Why the downloaded zip is unusable (checksum, CRC, no core.yaml), or None."""
+def _check_zip(part: Path, sha256: str | None) -> None:
+    """Raise ValueError if the downloaded zip is unusable (checksum, CRC, no core.yaml)."""
     if sha256 is not None and (got := sha256_file(part)) != sha256:
-        return f"sha256 {got} differs from the expected {sha256}"
+        raise ValueError(f"sha256 {got} differs from the expected {sha256}")
     try:
         with zipfile.ZipFile(part) as z:
             if (bad := z.testzip()) is not None:
-                return f"member {bad} fails its CRC check"
+                raise ValueError(f"member {bad} fails its CRC check")
             if not any(Path(n).name == BUNDLE_YAML for n in z.namelist()):
-                return f"no {BUNDLE_YAML} inside"
+                raise ValueError(f"no {BUNDLE_YAML} inside")
     except zipfile.BadZipFile as e:
-        return f"not a zip file ({e})"
-    return None
+        raise ValueError(f"not a zip file ({e})") from None
 
 
 def download_bundle(
@@ -392,41 +356,27 @@ def download_bundle(
     if (dest / BUNDLE_YAML).is_file():  # unpacking is atomic, so a core.yaml means complete
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".zip.part")
-    error: Exception | str | None = None
+    archive = dest.with_name(dest.name + ".zip")
     with tqdm(total=None, unit="B", unit_scale=True, desc="eval bundle") as bar:
-        for attempt in range(attempts):
-            if attempt:
-                time.sleep(backoff * 2 ** (attempt - 1))
-            try:
-                _fetch(url, part, timeout, bar)
-            except urllib.error.HTTPError as e:
-                error = e
-                if e.code < 500 and e.code not in (408, 429):  # 404 and friends will not heal
-                    break
-                continue
-            except _RETRYABLE as e:  # keep the part file: the next attempt resumes it
-                error = e
-                continue
-            error = _check_zip(part, sha256)
-            if error is None:
-                break
-            part.unlink()  # whole but bad: fetch it again from the start
-    if error is not None:
-        raise DownloadError(
-            f"could not get a valid eval bundle from {url} into {dest} after {attempt + 1} "
-            f"attempt(s): {error}. Check the network and re-run; a partial {part.name} is resumed."
+        download_file(
+            url,
+            archive,
+            partial(_check_zip, sha256=sha256),
+            bar=bar,
+            attempts=attempts,
+            backoff=backoff,
+            timeout=timeout,
         )
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.unzip-"))
     try:
-        with zipfile.ZipFile(part) as z:
+        with zipfile.ZipFile(archive) as z:
             z.extractall(tmp)
         found = next(p.parent for p in sorted(tmp.rglob(BUNDLE_YAML)))
         load_bundle(found, labels=[])  # core.yaml parses and names its baselines
         replace_dir(found, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    part.unlink()
+    archive.unlink()
     return dest
 
 

@@ -19,9 +19,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -226,31 +227,38 @@ def _fetch_once(url: str, part: Path, bar: Any, lock: threading.Lock, timeout: f
         raise http.client.IncompleteRead(b"", expected - part.stat().st_size)
 
 
-def _download_one(
+def download_file(
     url: str,
     path: Path,
-    sha256: str | None,
+    check: Callable[[Path], None],
+    *,
     bar: Any,
-    lock: threading.Lock,
-    attempts: int,
-    backoff: float,
-    timeout: float,
+    lock: threading.Lock | None = None,
+    attempts: int = 4,
+    backoff: float = 1.0,
+    timeout: float = 60.0,
 ) -> Path:
+    """Download url to path: resume a `.part` file, retry with backoff, check, rename atomically.
+
+    `check(part)` raises ValueError when the file arrived whole but is bad; it is then fetched
+    again from the start. A failure after every attempt is a DownloadError naming the url.
+    """
     part = path.with_name(path.name + ".part")
+    lock = lock or threading.Lock()
     error: Exception | None = None
     for attempt in range(attempts):
         if attempt:
             time.sleep(backoff * 2 ** (attempt - 1))
         try:
             _fetch_once(url, part, bar, lock, timeout)
-            verify_shard(part, sha256=sha256, fix=DOWNLOAD_FIX)
+            check(part)
             os.replace(part, path)
             return path
         except urllib.error.HTTPError as e:
             error = e
             if e.code < 500 and e.code not in (408, 429):  # 404 and friends will not heal
                 break
-        except CorruptShardError as e:  # whole but bad: fetch it again from the start
+        except ValueError as e:  # whole but bad: fetch it again from the start
             error = e
             part.unlink(missing_ok=True)
         except _RETRYABLE as e:  # keep the part file: the next attempt resumes it
@@ -297,17 +305,24 @@ def download_shards(
         return paths
     lock = threading.Lock()
     with tqdm(total=0, unit="B", unit_scale=True, desc=f"{source} shards") as bar:
-        args = (bar, lock, attempts, backoff, timeout)
+        opts = {
+            "bar": bar,
+            "lock": lock,
+            "attempts": attempts,
+            "backoff": backoff,
+            "timeout": timeout,
+        }
+
+        def fetch(p: Path) -> Path:
+            check = partial(verify_shard, sha256=sums.get(p.name), fix=DOWNLOAD_FIX)
+            return download_file(f"{base_url}/{p.name}", p, check, **opts)
+
         if workers <= 1 or len(todo) == 1:
             for p in todo:
-                _download_one(f"{base_url}/{p.name}", p, sums.get(p.name), *args)
+                fetch(p)
         else:
             with ThreadPoolExecutor(max_workers=workers) as pool:
-                futures = [
-                    pool.submit(_download_one, f"{base_url}/{p.name}", p, sums.get(p.name), *args)
-                    for p in todo
-                ]
-                for future in futures:
+                for future in [pool.submit(fetch, p) for p in todo]:
                     future.result()
     return paths
 
