@@ -22,6 +22,14 @@ The sweep CSV (`read_sweep`, `append_sweep_row`) has one row per finished run, c
 `SWEEP_COLUMNS`: the nominal `budget` (FLOPs), `depth`, N under each counting convention of
 `nanolib.model.scaling_params` (`n_params_all`, `n_params_non_embedding`, `n_params_matmul`),
 `tokens` trained, `flops` actually spent, `val_bpb` and `wall_s`.
+
+Running a sweep: `plan_isoflop` turns budgets × depths into runs (steps, tokens and FLOPs with
+FLOPs = `nanolib.model.flops_per_token` × tokens, and an estimated time from measured FLOP/s
+that a preset's time budget may refuse); `run_sweep` trains them through
+`nanolib.train.launch`, appending a row only when a run has finished, so a killed sweep
+continues where it stopped; `run_family` trains one model per depth at a tokens-per-parameter
+ratio (the miniseries). `Dial` reads a fitted L(N, D) along a depth dial whose FLOPs per token
+are not 6·N.
 """
 
 from __future__ import annotations
@@ -32,15 +40,18 @@ import math
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from contextlib import contextmanager, redirect_stdout
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from nanolib.runs import atomic_write_text
+from nanolib.model import CONVENTIONS, GPTConfig, config_for_depth, flops_per_token, scaling_params
+from nanolib.runs import atomic_write_json, atomic_write_text, file_hash, read_json
+from nanolib.tokenizer import RANKS_FILE
+from nanolib.train import META, NOT_TRAJECTORY, TrainConfig, launch, plan
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 CHINCHILLA_CSV = DATA_DIR / "chinchilla" / "chinchilla_extracted.csv"
@@ -243,6 +254,15 @@ def _power_law(log_c: np.ndarray, log_y: np.ndarray) -> tuple[float, float]:
     return float(slope), float(intercept)
 
 
+def _percentiles(samples: Iterable[float], ci: float) -> tuple[float, float]:
+    """The central `ci` percentile interval of samples, ignoring NaN; NaN if all are NaN."""
+    values = np.asarray(samples, dtype=float)
+    if not np.isfinite(values).any():
+        return math.nan, math.nan
+    lo, hi = np.nanpercentile(values, [50 * (1 - ci), 50 * (1 + ci)])
+    return float(lo), float(hi)
+
+
 def _as_output(values: np.ndarray, like: object) -> float | np.ndarray:
     """A float for a scalar input, an array otherwise."""
     return float(values) if np.ndim(like) == 0 else values
@@ -299,9 +319,31 @@ class IsoFlopFit:
         """Bootstrap percentile interval (level `ci`) of a column of `bootstrap`, e.g. 'a'."""
         if self.bootstrap is None:
             raise ValueError("no bootstrap: refit with fit_isoflop(..., n_bootstrap=200)")
-        q = [50 * (1 - self.ci), 50 * (1 + self.ci)]
-        lo, hi = np.nanpercentile(self.bootstrap[name], q)
-        return float(lo), float(hi)
+        return _percentiles(self.bootstrap[name], self.ci)
+
+    def loss_opt(self, flops: float | np.ndarray) -> float | np.ndarray:
+        """The minimum loss at C: a power law through the usable budgets' vertices (NaN if < 2)."""
+        good = self.budgets[self.budgets["ok"]]
+        a, c = _power_law(np.log(good["budget"].to_numpy()), np.log(good["loss_opt"].to_numpy()))
+        return _as_output(np.exp(c + a * np.log(flops)), flops)
+
+    def predicted_curve(self, flops: float, n: float | np.ndarray) -> float | np.ndarray:
+        """Approach 2's isoFLOP curve at any C: the usable budgets' mean parabola (in log N),
+        moved to (N_opt(C), loss_opt(C)). Approach 2 models only the optima; the shape is theirs."""
+        good = self.budgets[self.budgets["ok"]]
+        c2 = good["c2"].mean() if len(good) else math.nan
+        x = np.log(n) - math.log(self.n_opt(flops))
+        return _as_output(self.loss_opt(flops) + c2 * x**2, n)
+
+    def tokens_per_param_interval(self, flops: float) -> tuple[float, float]:
+        """Bootstrap percentile interval (level `ci`) of D_opt/N_opt at compute `flops`."""
+        if self.bootstrap is None:
+            raise ValueError("no bootstrap: refit with fit_isoflop(..., n_bootstrap=200)")
+        boot = self.bootstrap
+        log_ratio = (
+            boot["log_d_coef"] - boot["log_n_coef"] + (boot["b"] - boot["a"]) * math.log(flops)
+        )
+        return _percentiles(np.exp(log_ratio), self.ci)
 
     @property
     def excluded(self) -> pd.DataFrame:
@@ -321,7 +363,8 @@ def _budget_optima(
         log_d_opt = log_c - math.log(6) - log_n
     else:  # D read off the budget's own runs: log D is linear in log N along an isoFLOP line
         xc = x - center
-        slope = (xc * (log_d - log_d.mean(-1, keepdims=True))).sum(-1) / (xc**2).sum(-1)
+        with np.errstate(divide="ignore", invalid="ignore"):  # a resample of one size: no slope
+            slope = (xc * (log_d - log_d.mean(-1, keepdims=True))).sum(-1) / (xc**2).sum(-1)
         log_d_opt = log_d.mean(-1) + slope * vertex
     return coef, log_n, log_d_opt, flag
 
@@ -408,6 +451,11 @@ def fit_isoflop(
     b, log_d_coef = _power_law(log_c, np.log(good["d_opt"].to_numpy()))
     tokens_rule = f"column {tokens_col!r}" if tokens_col else "C/(6N)"
     boot = None
+    if n_bootstrap > 0:
+        for name in ("n_opt", "tokens_per_param"):
+            table[f"{name}_lo"], table[f"{name}_hi"] = math.nan, math.nan
+        # With fewer than 2 usable budgets there are no power laws to resample: NaN intervals.
+        boot = pd.DataFrame(math.nan, index=range(n_bootstrap), columns=BOOTSTRAP_COLUMNS)
     if n_bootstrap > 0 and len(groups) >= 2:
         boot, per_budget = _bootstrap_isoflop(groups, n_bootstrap, seed)
         q = [50 * (1 - ci), 50 * (1 + ci)]
@@ -415,10 +463,12 @@ def fit_isoflop(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns stay NaN
                 lo, hi = np.nanpercentile(samples, q, axis=0)
-            table[f"{name}_lo"], table[f"{name}_hi"] = math.nan, math.nan
             idx = [g[0] for g in groups]
             table.loc[idx, f"{name}_lo"], table.loc[idx, f"{name}_hi"] = lo, hi
     return IsoFlopFit(table, a, b, log_n_coef, log_d_coef, n_col, loss_col, tokens_rule, ci, boot)
+
+
+BOOTSTRAP_COLUMNS = ["a", "b", "log_n_coef", "log_d_coef"]  # one bootstrap refit of Approach 2
 
 
 def _bootstrap_isoflop(
@@ -442,7 +492,7 @@ def _bootstrap_isoflop(
         a, cn = _power_law(log_c[use], log_n[i, use])
         b, cd = _power_law(log_c[use], log_d[i, use])
         samples.append((a, b, cn, cd))
-    frame = pd.DataFrame(samples, columns=["a", "b", "log_n_coef", "log_d_coef"])
+    frame = pd.DataFrame(samples, columns=BOOTSTRAP_COLUMNS)
     per_budget = {"n_opt": np.exp(log_n), "tokens_per_param": np.exp(log_d - log_n)}
     return frame, per_budget
 
@@ -452,6 +502,7 @@ def _bootstrap_isoflop(
 # ---------------------------------------------------------------------------------------------
 
 PARAM_ORDER = ("a", "b", "e", "alpha", "beta")  # a = log A, b = log B, e = log E
+PARAM_NAMES = ("E", "A", "B", "alpha", "beta")  # the same law in the paper's letters
 
 
 def chinchilla_grid() -> np.ndarray:
@@ -612,6 +663,13 @@ class Approach3Fit:
     se: dict[str, float] | None = None
     bootstrap: pd.DataFrame | None = field(default=None, repr=False)
 
+    @classmethod
+    def from_constants(
+        cls, E: float, A: float, B: float, alpha: float, beta: float
+    ) -> Approach3Fit:
+        """A law from published constants (no data behind it here), to compare with a fit."""
+        return cls(E, A, B, alpha, beta, objective=math.nan, n_points=0, delta=math.nan, n_starts=0)
+
     @property
     def a(self) -> float:
         """Exponent of N_opt ∝ C^a: β/(α+β)."""
@@ -745,18 +803,19 @@ def _fit_approach3(
             fun, theta.expand(n_bootstrap, 5).clone(), ftol=1e-12, gtol=1e-12, max_iter=1000
         )
         xb = xb.numpy()
-        boot = pd.DataFrame(
-            {
-                "E": np.exp(xb[:, 2]),
-                "A": np.exp(xb[:, 0]),
-                "B": np.exp(xb[:, 1]),
-                "alpha": xb[:, 3],
-                "beta": xb[:, 4],
-            }
-        )
-        boot["a"] = boot["beta"] / (boot["alpha"] + boot["beta"])
-        boot["b"] = boot["alpha"] / (boot["alpha"] + boot["beta"])
-        se = {k: float(v) for k, v in boot.std(ddof=1).items()}
+        with np.errstate(over="ignore", invalid="ignore"):  # a resample may send A or B to inf
+            boot = pd.DataFrame(
+                {
+                    "E": np.exp(xb[:, 2]),
+                    "A": np.exp(xb[:, 0]),
+                    "B": np.exp(xb[:, 1]),
+                    "alpha": xb[:, 3],
+                    "beta": xb[:, 4],
+                }
+            )
+            boot["a"] = boot["beta"] / (boot["alpha"] + boot["beta"])
+            boot["b"] = boot["alpha"] / (boot["alpha"] + boot["beta"])
+            se = {k: float(v) for k, v in boot.std(ddof=1).items()}
     return Approach3Fit(
         E=math.exp(le),
         A=math.exp(la),
@@ -829,6 +888,84 @@ def load_chinchilla(path: str | Path | None = None, drop_highest: int = 5) -> pd
     return df.reset_index(drop=True)
 
 
+@dataclass(frozen=True)
+class Dial:
+    """A model family, one model per depth (`nanolib.model.config_for_depth`), for reading fits.
+
+    `table` has one row per depth: d_model, n_head, N under each counting convention (columns
+    named as in CONVENTIONS) and the training FLOPs per token. Between depths a size's FLOPs per
+    token is interpolated linearly in log-log, and extrapolated from the ends.
+    """
+
+    table: pd.DataFrame
+
+    @classmethod
+    def of(
+        cls,
+        vocab_size: int,
+        seq_len: int,
+        aspect_ratio: int,
+        head_dim: int,
+        kv_ratio: int = 1,
+        depths: Iterable[int] = range(1, 65),
+    ) -> Dial:
+        """The dial of these shape settings over `depths`."""
+        rows = []
+        for depth in depths:
+            m = config_for_depth(depth, vocab_size, seq_len, aspect_ratio, head_dim, kv_ratio)
+            counts = {c: scaling_params(m, c) for c in CONVENTIONS}
+            rows.append(
+                {"depth": depth, "d_model": m.d_model, "n_head": m.n_head, **counts}
+                | {"flops_per_token": flops_per_token(m)}
+            )
+        return cls(pd.DataFrame(rows))
+
+    def _log_fpt(self, log_n: np.ndarray, convention: str) -> np.ndarray:
+        x = np.log(self.table[convention].to_numpy(float))
+        y = np.log(self.table["flops_per_token"].to_numpy(float))
+        inside = np.interp(log_n, x, y)
+        if len(x) < 2:
+            return inside
+        lo = y[0] + (y[1] - y[0]) / (x[1] - x[0]) * (log_n - x[0])
+        hi = y[-1] + (y[-1] - y[-2]) / (x[-1] - x[-2]) * (log_n - x[-1])
+        return np.where(log_n < x[0], lo, np.where(log_n > x[-1], hi, inside))
+
+    def flops_per_token(self, n: float | np.ndarray, convention: str = "matmul") -> np.ndarray:
+        """Training FLOPs per token of the family's model of size `n` (N in `convention`)."""
+        return np.exp(self._log_fpt(np.log(np.asarray(n, dtype=float)), convention))
+
+    def nearest_depth(self, n: float, convention: str = "matmul") -> int:
+        """The depth whose size (in `convention`) is nearest to `n` in log."""
+        gap = np.abs(np.log(self.table[convention].to_numpy(float) / n))
+        return int(self.table["depth"].iloc[int(np.argmin(gap))])
+
+    def optimum(
+        self,
+        law: Mapping[str, float | np.ndarray] | Approach3Fit,
+        flops: float,
+        convention: str = "matmul",
+        points: int = 2000,
+    ) -> dict[str, np.ndarray]:
+        """Where a fitted L(N, D) is lowest at `flops` along the family: n_opt, d_opt, loss.
+
+        Along the family D = flops / flops_per_token(N) — our models spend 6·N_matmul plus
+        attention per token, not 6·N — and L is minimised over `points` log-spaced sizes from a
+        tenth of the smallest model to ten times the largest. `law` is an Approach3Fit or a
+        mapping E, A, B, alpha, beta of numbers or equal-length arrays (e.g. a fit's bootstrap
+        frame): the arrays returned have one entry per row of `law`.
+        """
+        if isinstance(law, Approach3Fit):
+            law = {k: getattr(law, k) for k in PARAM_NAMES}
+        sizes = self.table[convention].to_numpy(float)
+        log_n = np.linspace(np.log(sizes.min() / 10), np.log(sizes.max() * 10), points)
+        N, D = np.exp(log_n), flops / np.exp(self._log_fpt(log_n, convention))
+        p = {k: np.atleast_1d(np.asarray(law[k], dtype=float))[:, None] for k in PARAM_NAMES}
+        with np.errstate(over="ignore", invalid="ignore"):  # extreme bootstrap draws: inf loss
+            loss = p["E"] + p["A"] / N ** p["alpha"] + p["B"] / D ** p["beta"]
+        best = np.argmin(loss, axis=1)
+        return {"n_opt": N[best], "d_opt": D[best], "loss": loss[np.arange(len(best)), best]}
+
+
 def depth_for_budget(
     flops: float,
     depths: Iterable[int],
@@ -849,3 +986,305 @@ def depth_for_budget(
     cost = [flops_per_token_fn(d) * ratio * params_fn(d) for d in depths]
     miss = [abs(math.log(c / flops)) for c in cost]
     return depths[int(np.argmin(miss))]
+
+
+# ---------------------------------------------------------------------------------------------
+# The isoFLOP sweep: plan it, run it, resume it
+# ---------------------------------------------------------------------------------------------
+
+SWEEP_CSV = "sweep.csv"  # one row per finished run, inside the sweep's directory
+SWEEP_CONFIG = "sweep.json"  # the base configuration the rows were trained with
+# Fields of TrainConfig that the plan sets per run (or that do not change the trajectory):
+# they may differ between the base config of a sweep and the one it is resumed with.
+PER_RUN_FIELDS = {"depth", "target_flops", "num_steps", "tokens_per_param"}
+
+
+class SweepPlanError(ValueError):
+    """An isoFLOP plan that cannot run as asked; the message says what to change."""
+
+
+def run_name(budget: float, depth: int) -> str:
+    """The folder of one sweep run inside the sweep directory, e.g. `b1.00e+12_d03`."""
+    return f"b{budget:.2e}_d{depth:02d}"
+
+
+def _eval_count(num_steps: int, eval_every: int) -> int:
+    """How many times train() evaluates a run: at step 0, every eval_every steps, at the end."""
+    between = (num_steps - 1) // eval_every if eval_every else 0
+    return 2 + between
+
+
+def plan_isoflop(
+    base: TrainConfig,
+    budgets: Iterable[float],
+    depths: Iterable[int] | Iterable[Iterable[int]],
+    vocab_size: int,
+    nproc: int = 1,
+    *,
+    flops_per_s: float | Mapping[int, float] | None = None,
+    time_budget_s: float | None = None,
+) -> pd.DataFrame:
+    """The runs of an isoFLOP sweep: for every budget × depth, the model, steps, tokens, FLOPs.
+
+    `depths` is one list for every budget, or one list per budget (in the order of `budgets`),
+    so that each budget can sample the sizes around its own optimum. Each run is `base` with
+    that depth and `target_flops` = budget, planned by `nanolib.train.plan`: steps =
+    round(budget / (flops_per_token × batch_tokens)), tokens = steps × batch_tokens, FLOPs =
+    flops_per_token × tokens, where flops_per_token is `nanolib.model.flops_per_token`
+    (6·N_matmul plus the attention term; forward + backward). So a run's FLOPs miss its budget
+    only by the rounding to whole steps. With `flops_per_s` (achieved FLOP/s, one number or one
+    per depth) each run gets an estimated time `est_s` that includes its evaluations; a plan whose
+    total exceeds `time_budget_s`, or a run that would end inside its LR warmup, raises
+    SweepPlanError. Rows are sorted by budget, then depth.
+    """
+    budgets = [float(b) for b in budgets]
+    depths = list(depths)
+    if depths and all(isinstance(d, Iterable) for d in depths):
+        if len(depths) != len(budgets):
+            raise SweepPlanError(
+                f"{len(depths)} depth lists for {len(budgets)} budgets: give one list per budget, "
+                "or one list for all"
+            )
+        per_budget = [sorted(int(d) for d in ds) for ds in depths]
+    else:
+        per_budget = [sorted(int(d) for d in depths)] * len(budgets)
+    if not budgets or not all(per_budget):
+        raise SweepPlanError(f"an isoFLOP sweep needs budgets and depths; got {budgets} × {depths}")
+    for name, values in (("budget", budgets), *(("depth", ds) for ds in per_budget)):
+        if len(set(values)) != len(values) or min(values) <= 0:
+            raise SweepPlanError(f"{name}s must be positive and distinct; got {values}")
+    pairs = sorted((b, d) for b, ds in zip(budgets, per_budget) for d in ds)
+    rows = []
+    for budget, depth in pairs:
+        cfg = replace(base, depth=depth, target_flops=budget, num_steps=None)
+        p = plan(cfg, vocab_size, nproc)
+        if p.num_steps <= cfg.warmup_steps:
+            raise SweepPlanError(
+                f"budget {budget:.3g} at depth {depth} buys {p.num_steps} step(s) of "
+                f"{cfg.batch_tokens:,} tokens, which ends inside the {cfg.warmup_steps}-step LR "
+                "warmup: raise the budget, drop the depth, or lower batch_tokens or warmup_steps"
+            )
+        rows.append(
+            {
+                "budget": budget,
+                "depth": depth,
+                "d_model": p.model.d_model,
+                "n_head": p.model.n_head,
+                **{f"n_params_{c}": scaling_params(p.model, c) for c in CONVENTIONS},
+                "flops_per_token": p.flops_per_token,
+                "num_steps": p.num_steps,
+                "tokens": p.tokens,
+                "flops": p.flops,
+                "tokens_per_param": p.tokens_per_param,
+                "eval_flops": _eval_count(p.num_steps, cfg.eval_every)
+                * cfg.eval_tokens
+                * p.flops_per_token
+                / 3,  # a forward pass is about a third of a training step's FLOPs
+            }
+        )
+    table = pd.DataFrame(rows)
+    if flops_per_s is None:
+        return table
+    rate = table["depth"].map(lambda d: _rate_for(flops_per_s, d))
+    table["est_s"] = (table["flops"] + table["eval_flops"]) / rate
+    total = float(table["est_s"].sum())
+    if time_budget_s is not None and total > time_budget_s:
+        per_budget = table.groupby("budget")["est_s"].sum()
+        per_depth = table.groupby("depth")["est_s"].sum()
+        raise SweepPlanError(
+            f"the sweep needs ≈ {total:,.0f} s ({len(table)} runs, "
+            f"{table['flops'].sum():.3g} FLOPs at the measured FLOP/s), over this preset's time "
+            f"budget of {time_budget_s:,.0f} s. The largest budget, {per_budget.index[-1]:.3g}, "
+            f"takes ≈ {per_budget.iloc[-1]:,.0f} s and the deepest depth, {per_depth.index[-1]}, "
+            f"≈ {per_depth.iloc[-1]:,.0f} s: drop one of them or lower the budgets (or use a "
+            "preset with a faster device)"
+        )
+    return table
+
+
+def _rate_for(flops_per_s: float | Mapping[int, float], depth: int) -> float:
+    """The achieved FLOP/s assumed for a depth."""
+    if not isinstance(flops_per_s, Mapping):
+        return float(flops_per_s)
+    if depth not in flops_per_s:
+        raise SweepPlanError(
+            f"no measured FLOP/s for depth {depth}; measured: {sorted(flops_per_s)}"
+        )
+    return float(flops_per_s[depth])
+
+
+def _sweep_config(base: TrainConfig) -> dict:
+    """What every row of a sweep must share: the base config's trajectory fields, the tokenizer."""
+    skip = NOT_TRAJECTORY | PER_RUN_FIELDS
+    config = {k: v for k, v in asdict(base).items() if k not in skip}
+    ranks = Path(base.tokenizer_dir) / RANKS_FILE
+    config["tokenizer_sha256"] = file_hash(ranks) if ranks.exists() else None
+    return config
+
+
+def _check_sweep_config(sweep_dir: Path, base: TrainConfig) -> None:
+    """Record the sweep's base config on first use; refuse to mix rows of two configs."""
+    path = sweep_dir / SWEEP_CONFIG
+    mine = _sweep_config(base)
+    if not path.exists():
+        atomic_write_json(path, mine)
+        return
+    old = read_json(path)
+    changes = [
+        f"{k}: {old.get(k)!r} → {mine.get(k)!r}"
+        for k in sorted(set(old) | set(mine))
+        if old.get(k) != mine.get(k)
+    ]
+    if changes:
+        raise SweepFormatError(
+            f"{sweep_dir} holds a sweep trained with another configuration ({'; '.join(changes)});"
+            f" its rows would not compare with new ones: move {sweep_dir} aside to start afresh, "
+            "or restore the configuration to continue it"
+        )
+
+
+@contextmanager
+def _quiet_training(log_path: Path) -> Iterator[None]:
+    """Inside: a training run logs lines to `log_path` instead of drawing its own progress bar.
+
+    NANOBOOK_LAUNCHED is the flag `nanolib.train.launch` sets for the ranks it starts (someone
+    else shows progress); the sweep shows one bar over its runs.
+    """
+    before = os.environ.get("NANOBOOK_LAUNCHED")
+    os.environ["NANOBOOK_LAUNCHED"] = "1"
+    try:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "a") as log, redirect_stdout(log):
+            yield
+    finally:
+        if before is None:
+            os.environ.pop("NANOBOOK_LAUNCHED", None)
+        else:
+            os.environ["NANOBOOK_LAUNCHED"] = before
+
+
+def _is_done(done: pd.DataFrame, budget: float, depth: int) -> bool:
+    """Whether the sweep CSV already has the row of (budget, depth)."""
+    same = np.isclose(done["budget"].to_numpy(float), budget, rtol=1e-9, atol=0)
+    return bool((same & (done["depth"].to_numpy() == depth)).any())
+
+
+def run_sweep(
+    planned: pd.DataFrame,
+    base: TrainConfig,
+    sweep_dir: str | Path,
+    nproc: int = 1,
+    *,
+    keep_optimizer: bool = False,
+) -> pd.DataFrame:
+    """Train every planned (budget, depth) not yet in `<sweep_dir>/sweep.csv`; return the CSV.
+
+    Each run is `base` with its depth and target_flops, trained by `nanolib.train.launch` (in
+    this process, or torchrun when nproc > 1) into `<sweep_dir>/<run_name>/`, its log in
+    `train.log` there. A row is appended (and fsynced) only after its run finished, so after a
+    kill the rows present are skipped, a run killed mid-way resumes from its last checkpoint,
+    and a run that finished but had no row yet is reported from its checkpoint, not retrained.
+    The optimizer state of a finished run is deleted unless `keep_optimizer`; its weights stay.
+    """
+    from tqdm.auto import tqdm
+
+    sweep_dir = Path(sweep_dir)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    _check_sweep_config(sweep_dir, base)
+    csv_path = sweep_dir / SWEEP_CSV
+    done = read_sweep(csv_path) if csv_path.exists() else pd.DataFrame(columns=["budget", "depth"])
+    todo = [
+        (float(r.budget), int(r.depth))
+        for r in planned.itertuples()
+        if not _is_done(done, float(r.budget), int(r.depth))
+    ]
+    bar = tqdm(
+        total=len(planned), initial=len(planned) - len(todo), desc="isoFLOP sweep", unit="run"
+    )
+    if len(todo) < len(planned):
+        bar.write(f"{len(planned) - len(todo)} of {len(planned)} runs already in {csv_path}")
+    try:
+        for budget, depth in todo:
+            out = sweep_dir / run_name(budget, depth)
+            cfg = replace(base, depth=depth, target_flops=budget, num_steps=None, out_dir=str(out))
+            try:
+                with _quiet_training(out / "train.log"):
+                    summary = launch(cfg, nproc)
+            except BaseException:
+                log = (out / "train.log").read_text(errors="replace").splitlines()
+                bar.write("\n".join([f"run {out.name} failed; the end of its log:", *log[-15:]]))
+                raise
+            model = GPTConfig(**read_json(out / META)["model"])
+            counts = {f"n_params_{c}": scaling_params(model, c) for c in CONVENTIONS}
+            row = {
+                "budget": budget,
+                "depth": depth,
+                **counts,
+                "tokens": summary["tokens"],
+                "flops": summary["flops"],
+                "val_bpb": summary["val_bpb"],
+                "wall_s": round(summary["wall_s"], 3),
+            }
+            append_sweep_row(csv_path, row)
+            if not keep_optimizer:
+                for f in out.glob("optim_*.pt"):
+                    f.unlink()
+            bar.write(
+                f"budget {budget:.3g}, depth {depth}: N_matmul {counts['n_params_matmul']:,}, "
+                f"{summary['tokens']:,} tokens → val {summary['val_bpb']:.4f} bpb "
+                f"({summary['wall_s']:.0f} s)"
+            )
+            bar.update(1)
+    finally:
+        bar.close()
+    return read_sweep(csv_path)
+
+
+MODELS_CSV = "models.csv"  # the family's table, inside its directory (chapter 5 reads it)
+
+
+def run_family(
+    base: TrainConfig,
+    depths: Iterable[int],
+    tokens_per_param: float | Callable[[int], float],
+    family_dir: str | Path,
+    nproc: int = 1,
+) -> pd.DataFrame:
+    """Train one model per depth for tokens_per_param × N_matmul tokens; write models.csv.
+
+    Each model is `base` at that depth (`tokens_per_param` may be a function of the depth),
+    trained by `nanolib.train.launch` into `<family_dir>/d<depth>/` — a checkpoint directory
+    that `nanolib.train.load_model` reads. `models.csv` gets one row per finished model:
+    depth, N in each counting convention, tokens, FLOPs, tokens_per_param, val_bpb, wall_s and
+    `checkpoint` (the model's folder, relative to `family_dir`). It is rewritten after every
+    model, and a model already trained is reported from its checkpoint, so a killed run resumes.
+    """
+    family_dir = Path(family_dir)
+    rows = []
+    for depth in sorted(int(d) for d in depths):
+        ratio = tokens_per_param(depth) if callable(tokens_per_param) else tokens_per_param
+        name = f"d{depth:02d}"
+        cfg = replace(
+            base,
+            depth=depth,
+            tokens_per_param=float(ratio),
+            num_steps=None,
+            target_flops=None,
+            out_dir=str(family_dir / name),
+        )
+        summary = launch(cfg, nproc)
+        model = GPTConfig(**read_json(family_dir / name / META)["model"])
+        rows.append(
+            {
+                "depth": depth,
+                **{f"n_params_{c}": scaling_params(model, c) for c in CONVENTIONS},
+                "tokens": summary["tokens"],
+                "flops": summary["flops"],
+                "tokens_per_param": summary["tokens_per_param"],
+                "val_bpb": summary["val_bpb"],
+                "wall_s": round(summary["wall_s"], 3),
+                "checkpoint": name,
+            }
+        )
+        atomic_write_text(family_dir / MODELS_CSV, pd.DataFrame(rows).to_csv(index=False))
+    return pd.DataFrame(rows)

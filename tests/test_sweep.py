@@ -1,0 +1,320 @@
+"""The isoFLOP sweep: the planner's arithmetic and refusals, a runner that survives SIGKILL, the
+miniseries, and reading fits along a dial."""
+# ruff: noqa: E402  (the offline switches must be set before datasets is imported)
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nanolib.config import book_root
+from nanolib.data import iter_texts
+from nanolib.model import CONVENTIONS, config_for_depth, flops_per_token, scaling_params
+from nanolib.scaling import (
+    MODELS_CSV,
+    SWEEP_CSV,
+    Approach3Fit,
+    Dial,
+    SweepFormatError,
+    SweepPlanError,
+    fit_isoflop,
+    plan_isoflop,
+    read_sweep,
+    run_family,
+    run_name,
+    run_sweep,
+)
+from nanolib.tokenizer import Tokenizer
+from nanolib.train import TrainConfig, load_model, read_metrics
+
+VOCAB = 512
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(book_root())}
+# A run of the sweep below takes a few steps of a few milliseconds each.
+BASE = dict(
+    depth=1,
+    aspect_ratio=32,
+    head_dim=32,
+    seq_len=64,
+    batch_tokens=1024,
+    device_batch_size=16,
+    warmup_steps=2,
+    eval_every=0,
+    eval_tokens=2048,
+    checkpoint_every=3,
+    num_samples=0,
+    device="cpu",
+)
+DEPTHS = [1, 2]
+STEPS_B1_D1 = 12  # the first budget buys depth 1 this many steps; the second budget 4 times more
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tok") / "tokenizer"
+    Tokenizer.train(iter_texts("tiny", "train", max_chars=300_000), VOCAB).save(d)
+    return d
+
+
+def base_config(tokenizer_dir: Path, **kw) -> TrainConfig:
+    return TrainConfig(out_dir="", tokenizer_dir=str(tokenizer_dir), **{**BASE, **kw})
+
+
+def budgets(cfg: TrainConfig) -> list[float]:
+    """Two budgets: depth 1 gets STEPS_B1_D1 steps at the first and 4× that at the second."""
+    model = config_for_depth(1, VOCAB, cfg.seq_len, cfg.aspect_ratio, cfg.head_dim)
+    one = float(flops_per_token(model)) * cfg.batch_tokens * STEPS_B1_D1
+    return [one, 4 * one]
+
+
+def sweep_in_subprocess(cfg: TrainConfig, sweep_dir: Path, **env) -> subprocess.Popen:
+    """`run_sweep` in a fresh process (so that a SIGKILL ends it like a killed kernel)."""
+    spec = {"base": cfg.__dict__, "budgets": budgets(cfg), "depths": DEPTHS, "dir": str(sweep_dir)}
+    code = (
+        "import json, sys\n"
+        "from nanolib.scaling import plan_isoflop, run_sweep\n"
+        "from nanolib.train import TrainConfig\n"
+        "s = json.loads(sys.argv[1])\n"
+        "base = TrainConfig(**s['base'])\n"
+        f"planned = plan_isoflop(base, s['budgets'], s['depths'], {VOCAB})\n"
+        "run_sweep(planned, base, s['dir'])\n"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", code, json.dumps(spec)],
+        env={**ENV, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
+    out, _ = proc.communicate(timeout=timeout)
+    return proc.returncode, out
+
+
+def csv_rows(sweep_dir: Path) -> list[str]:
+    path = sweep_dir / SWEEP_CSV
+    return path.read_text().splitlines()[1:] if path.exists() else []
+
+
+def summary_of(sweep_dir: Path, budget: float, depth: int) -> dict:
+    return json.loads((sweep_dir / run_name(budget, depth) / "summary.json").read_text())
+
+
+# ------------------------------------------------------------------------------------------------
+# the planner
+
+
+def test_plan_spends_each_budget_in_whole_steps(tokenizer_dir):
+    cfg = base_config(tokenizer_dir)
+    bs = budgets(cfg)
+    planned = plan_isoflop(cfg, bs, DEPTHS, VOCAB)
+    assert list(zip(planned.budget, planned.depth)) == [(b, d) for b in bs for d in DEPTHS]
+    assert planned.num_steps.tolist()[0::2] == [STEPS_B1_D1, 4 * STEPS_B1_D1]
+    assert (planned.tokens == planned.num_steps * cfg.batch_tokens).all()
+    assert (planned.flops == planned.flops_per_token * planned.tokens).all()
+    # FLOPs miss the budget only by the rounding to whole steps
+    assert ((planned.flops / planned.budget - 1).abs() <= 0.5 / planned.num_steps + 1e-12).all()
+    for row in planned.itertuples():
+        model = config_for_depth(row.depth, VOCAB, cfg.seq_len, cfg.aspect_ratio, cfg.head_dim)
+        for c in CONVENTIONS:
+            assert getattr(row, f"n_params_{c}") == scaling_params(model, c)
+
+
+def test_plan_over_the_time_budget_is_rejected_with_the_numbers(tokenizer_dir):
+    cfg = base_config(tokenizer_dir)
+    bs = budgets(cfg)
+    ok = plan_isoflop(cfg, bs, DEPTHS, VOCAB, flops_per_s=1e9, time_budget_s=1e6)
+    total = ok.est_s.sum()
+    assert total == pytest.approx(((ok.flops + ok.eval_flops) / 1e9).sum())
+    with pytest.raises(SweepPlanError) as err:
+        plan_isoflop(cfg, bs, DEPTHS, VOCAB, flops_per_s=1e9, time_budget_s=total / 2)
+    msg = str(err.value)
+    assert f"≈ {total:,.0f} s" in msg and f"time budget of {total / 2:,.0f} s" in msg
+    assert f"largest budget, {bs[-1]:.3g}" in msg and "deepest depth, 2" in msg
+    # one FLOP/s per depth: a depth without a measurement is named
+    with pytest.raises(SweepPlanError, match=r"no measured FLOP/s for depth 2; measured: \[1\]"):
+        plan_isoflop(cfg, bs, DEPTHS, VOCAB, flops_per_s={1: 1e9})
+
+
+def test_plan_rejects_runs_inside_warmup_and_bad_grids(tokenizer_dir):
+    cfg = base_config(tokenizer_dir, warmup_steps=20)
+    with pytest.raises(SweepPlanError, match=r"buys 12 step\(s\) .* inside the 20-step LR warmup"):
+        plan_isoflop(cfg, budgets(cfg), DEPTHS, VOCAB)
+    with pytest.raises(SweepPlanError, match="positive and distinct"):
+        plan_isoflop(base_config(tokenizer_dir), [1e9, 1e9], DEPTHS, VOCAB)
+    with pytest.raises(SweepPlanError, match="needs budgets and depths"):
+        plan_isoflop(base_config(tokenizer_dir), [], DEPTHS, VOCAB)
+
+
+# ------------------------------------------------------------------------------------------------
+# the runner
+
+
+def test_sweep_killed_mid_run_resumes_without_redoing_or_losing_a_row(tokenizer_dir, tmp_path):
+    cfg = base_config(tokenizer_dir)
+    bs = budgets(cfg)
+    sweep = tmp_path / "sweep"
+    # Die at step 13: the two runs of the first budget (12 steps and fewer) finish; the first run
+    # of the second budget (48 steps) is killed after step 13, its last checkpoint at step 12.
+    rc, out = finish(sweep_in_subprocess(cfg, sweep, NANOBOOK_TEST_DIE="13"))
+    assert rc == -signal.SIGKILL, out
+    before = csv_rows(sweep)
+    assert len(before) == 2
+    killed = sweep / run_name(bs[1], 1)
+    assert json.loads((killed / "meta.json").read_text())["step"] == 12
+    finished = {p: p.read_bytes() for p in (sweep / run_name(bs[0], 1)).iterdir()}
+
+    rc, out = finish(sweep_in_subprocess(cfg, sweep))
+    assert rc == 0, out
+    assert "2 of 4 runs already in" in out
+    after = csv_rows(sweep)
+    assert after[:2] == before and len(after) == 4  # nothing redone, nothing lost
+    df = read_sweep(sweep / SWEEP_CSV)
+    assert sorted(zip(df.budget, df.depth)) == sorted((b, d) for b in bs for d in DEPTHS)
+    assert summary_of(sweep, bs[1], 1)["resumed_from"] == 12
+    assert summary_of(sweep, bs[1], 2)["resumed_from"] is None
+    steps = [r["step"] for r in read_metrics(killed) if "train_loss" in r]
+    assert steps == list(range(1, 4 * STEPS_B1_D1 + 1))  # every step once, in order
+    assert {p: p.read_bytes() for p in (sweep / run_name(bs[0], 1)).iterdir()} == finished
+    assert not list(sweep.glob("*/optim_*.pt")), "a finished run keeps its weights only"
+    assert list(sweep.glob("*/model_*.pt"))
+
+    # A third call has nothing to do.
+    again = run_sweep(plan_isoflop(cfg, bs, DEPTHS, VOCAB), cfg, sweep)
+    assert csv_rows(sweep) == after and len(again) == 4
+
+
+def test_run_finished_but_not_recorded_is_recorded_not_retrained(tokenizer_dir, tmp_path):
+    cfg = base_config(tokenizer_dir)
+    bs = budgets(cfg)
+    sweep = tmp_path / "sweep"
+    # Die right after the first run's final checkpoint, before its row is written.
+    rc, out = finish(sweep_in_subprocess(cfg, sweep, NANOBOOK_TEST_DIE=str(STEPS_B1_D1)))
+    assert rc == -signal.SIGKILL, out
+    assert csv_rows(sweep) == []
+    rc, out = finish(sweep_in_subprocess(cfg, sweep))
+    assert rc == 0, out
+    assert summary_of(sweep, bs[0], 1)["resumed_from"] == STEPS_B1_D1
+    assert len(csv_rows(sweep)) == 4
+
+
+def test_sweep_killed_at_random_moments_ends_with_every_row_once(tokenizer_dir, tmp_path):
+    cfg = base_config(tokenizer_dir)
+    sweep = tmp_path / "sweep"
+    for delay in (2.5, 3.0, 3.5):  # process start-up (imports) takes about 2 s
+        proc = sweep_in_subprocess(cfg, sweep)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+    rc, out = finish(sweep_in_subprocess(cfg, sweep))
+    assert rc == 0, out
+    df = read_sweep(sweep / SWEEP_CSV)
+    keys = list(zip(df.budget, df.depth))
+    assert sorted(keys) == sorted((b, d) for b in budgets(cfg) for d in DEPTHS)
+
+
+def test_resuming_with_another_configuration_is_refused(tokenizer_dir, tmp_path):
+    cfg = base_config(tokenizer_dir)
+    bs = budgets(cfg)[:1]
+    run_sweep(plan_isoflop(cfg, bs, [1], VOCAB), cfg, tmp_path)
+    changed = replace(cfg, seq_len=32)
+    with pytest.raises(SweepFormatError, match=r"another configuration \(seq_len: 64 → 32\)"):
+        run_sweep(plan_isoflop(changed, bs, [1], VOCAB), changed, tmp_path)
+    # what does not change the trajectory may differ (here: evaluation size and output folders)
+    run_sweep(plan_isoflop(cfg, bs, [1], VOCAB), replace(cfg, eval_tokens=1024), tmp_path)
+    # another tokenizer in another folder is another configuration
+    other = tmp_path / "other_tokenizer"
+    Tokenizer.train(iter_texts("tiny", "train", max_chars=100_000), VOCAB).save(other)
+    retokenized = replace(cfg, tokenizer_dir=str(other))
+    with pytest.raises(SweepFormatError, match="tokenizer_sha256"):
+        run_sweep(plan_isoflop(retokenized, bs, [1], VOCAB), retokenized, tmp_path)
+
+
+def test_a_bad_row_in_the_csv_stops_the_runner_with_file_and_line(tokenizer_dir, tmp_path):
+    cfg = base_config(tokenizer_dir)
+    bs = budgets(cfg)[:1]
+    df = run_sweep(plan_isoflop(cfg, bs, [1], VOCAB), cfg, tmp_path)
+    assert isinstance(df, pd.DataFrame) and len(df) == 1
+    path = tmp_path / SWEEP_CSV
+    path.write_text(path.read_text().replace(repr(float(df.val_bpb[0])), "nan"))
+    with pytest.raises(SweepFormatError, match=rf"{SWEEP_CSV}:2: column 'val_bpb' is 'nan'"):
+        run_sweep(plan_isoflop(cfg, bs, [1], VOCAB), cfg, tmp_path)
+
+
+# ------------------------------------------------------------------------------------------------
+# the miniseries and reading fits along a dial
+
+
+def test_family_writes_models_csv_of_loadable_checkpoints(tokenizer_dir, tmp_path):
+    cfg = base_config(tokenizer_dir)
+    family = run_family(cfg, [2, 1], 1.0, tmp_path)
+    table = pd.read_csv(tmp_path / MODELS_CSV)
+    needed = ["depth", *(f"n_params_{c}" for c in CONVENTIONS), "tokens", "flops", "val_bpb"]
+    assert set(needed + ["checkpoint"]) <= set(table.columns)
+    assert table.depth.tolist() == [1, 2] and table.checkpoint.tolist() == ["d01", "d02"]
+    for r in table.itertuples():
+        model, meta = load_model(tmp_path / r.checkpoint)
+        assert scaling_params(model, "matmul") == r.n_params_matmul
+        assert r.flops == flops_per_token(model) * r.tokens
+        assert r.tokens == pytest.approx(r.n_params_matmul, rel=0.5)  # one token per parameter
+    again = run_family(cfg, [1, 2], 1.0, tmp_path)  # finished models: reported, not retrained
+    pd.testing.assert_frame_equal(again.drop(columns="wall_s"), family.drop(columns="wall_s"))
+    summary = json.loads((tmp_path / "d01" / "summary.json").read_text())
+    assert summary["resumed_from"] == summary["num_steps"]
+
+
+LAW = {"E": 1.82, "A": 482.0, "B": 2085.0, "alpha": 0.348, "beta": 0.366}
+
+
+def test_dial_optimum_is_the_closed_form_when_a_token_costs_6n():
+    n = np.geomspace(1e6, 1e10, 30)
+    dial = Dial(pd.DataFrame({"depth": range(1, 31), "matmul": n, "flops_per_token": 6 * n}))
+    law = Approach3Fit.from_constants(**LAW)
+    for c in (1e19, 1e21):
+        opt = dial.optimum(law, c)
+        assert opt["n_opt"][0] == pytest.approx(law.n_opt(c), rel=0.01)
+        assert 6 * opt["n_opt"][0] * opt["d_opt"][0] == pytest.approx(c)
+        assert opt["loss"][0] == pytest.approx(law.loss(law.n_opt(c), law.d_opt(c)), rel=1e-5)
+    draws = dial.optimum({k: np.full(4, v) for k, v in LAW.items()}, 1e21)  # e.g. a bootstrap
+    assert draws["n_opt"].shape == (4,) and np.ptp(draws["n_opt"]) == 0
+    np.testing.assert_allclose(dial.flops_per_token(n[3:5]), 6 * n[3:5])
+    assert dial.flops_per_token(1e11) == pytest.approx(6e11)  # extrapolated past the largest
+    assert dial.nearest_depth(n[7] * 1.05) == 8
+    assert math.isnan(law.objective) and law.a == pytest.approx(0.366 / (0.348 + 0.366))
+
+
+def test_dial_of_a_config_counts_like_the_model():
+    dial = Dial.of(VOCAB, 64, 32, 32, depths=[1, 2, 3])
+    for row in dial.table.itertuples():
+        model = config_for_depth(row.depth, VOCAB, 64, 32, 32)
+        assert row.matmul == scaling_params(model, "matmul") and row.d_model == model.d_model
+        assert row.flops_per_token == flops_per_token(model)
+
+
+def test_approach2_predicted_curve_passes_through_each_vertex():
+    rows = []
+    for c in (1e18, 1e19, 1e20):
+        n_opt = 0.1 * c**0.5
+        for n in n_opt * np.geomspace(0.25, 4, 7):
+            rows.append(
+                {"budget": c, "N": n, "loss": 2 + 0.05 * np.log(n / n_opt) ** 2 + 1 / c**0.05}
+            )
+    fit = fit_isoflop(pd.DataFrame(rows), "N", "loss")
+    for r in fit.budgets.itertuples():
+        assert fit.predicted_curve(r.budget, r.n_opt) == pytest.approx(r.loss_opt, rel=1e-3)
+        assert fit.predicted_curve(r.budget, 2 * r.n_opt) > r.loss_opt
+    assert fit.loss_opt(1e19) == pytest.approx(2 + 1e19**-0.05, rel=2e-3)
