@@ -188,8 +188,9 @@ class _Server:
                     server.cut_next -= 1
                     chunk = chunk[: len(chunk) // 2]
                     self.close_connection = True
-                self.wfile.write(chunk)
+                # recorded before writing: the client may finish reading before this thread runs on
                 entry["sent"] = len(chunk)
+                self.wfile.write(chunk)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
