@@ -109,13 +109,14 @@ tokenizer_dir = run.artifact("tokenizer")
 print(run.summary())
 
 # %%
-# Plot styles used below, and small helpers for intervals.
+# Plot styles used below.
 DOT = {"mode": "lines", "line": {"dash": "dot", "width": 1}, "showlegend": False}
 STAR = {"mode": "markers", "marker": {"symbol": "star", "size": 14, "color": "black"}}
 BOLD = {"mode": "lines", "line": {"width": 3, "color": "black"}}
 COLORS = qualitative.Plotly
 
 
+# %%
 def interval(samples) -> tuple[float, float]:
     """10th and 90th percentiles of bootstrap samples (NaN if there are none)."""
     values = np.asarray(samples, dtype=float)
@@ -666,6 +667,7 @@ def fitted_curve(method: str, convention: str, fit, budget: float, n: np.ndarray
     return fit.parabola(budget, n) if len(row) and row.c2.iloc[0] > 0 else None
 
 
+# %%
 def predicted(method: str, convention: str, fit, flops: float) -> dict:
     """The isoFLOP curve a fit predicts at `flops`, its optimum and a label (EMPTY if none)."""
     if method == "Approach 3":
@@ -771,6 +773,7 @@ def dial_figure(method: str, convention: str, flops: float, used: tuple[float, .
     return out.update_layout(height=520, yaxis_range=static.layout.yaxis.range)
 
 
+# %%
 def live_dial() -> widgets.Widget:
     """ipywidgets controls and a FigureWidget that is redrawn on every change."""
     method = widgets.ToggleButtons(options=METHODS, value="Approach 3")
