@@ -23,8 +23,8 @@
 # - an isoFLOP sweep of our own: a planner that turns budgets × depths into runs, and a runner
 #   you can kill and restart, then both fits on it, a dial that replots them, and our ratio
 #   beside nanochat's and Chinchilla's;
-# - the miniseries (a family of models along the compute dial, which chapter 5 evaluates) and a
-#   look at how a model's shape, not only its size, sets its speed.
+# - the miniseries (a family of compute-optimal models that tests the fit, and which chapter 5
+#   evaluates) and a look at how a model's shape, not only its size, sets its speed.
 #
 # **Prerequisites**: chapter 1's tokenizer and chapter 3's training recipe (this chapter reuses
 # both); chapter 2's three ways of counting parameters.
@@ -32,13 +32,15 @@
 # | preset | isoFLOP sweep | miniseries | hardware | time |
 # |---|---|---|---|---|
 # | `smoke` | 3 budgets × 3 depths, ≤ 2 × 10⁹ FLOPs | depths 1–2 | any CPU | ≈ 30 s |
-# | `tiny` | 3 budgets × 5 depths, 1–4 × 10¹¹ FLOPs | depths 1–3 | 2 CPU cores | ≈ 5 min |
-# | `d12` | 3 budgets × 5 depths, 3 × 10¹⁶–3 × 10¹⁷ | depths 4–12, fitted ratio | 1 × H100 | ≈ 3 h |
-# | `miniseries` | 3 budgets × 4 depths, 1–4.6 × 10¹⁸ | d10…d20, fitted ratio | 8 × H100 | ≈ 8 h |
-# | `speedrun` | as `miniseries` | as `miniseries` | 8 × H100 | ≈ 8 h |
+# | `tiny` | 3 budgets × 5 depths, 1–4 × 10¹¹ FLOPs | depths 2–4 | 2 CPU cores | ≈ 8 min |
+# | `d12` | 3 budgets × 5 depths, 3 × 10¹⁶–3 × 10¹⁷ | depths 4–12 | 1 × H100 | ≈ 1.5 + 1 h |
+# | `miniseries` | 3 budgets × 4 depths, 1–4.6 × 10¹⁸ | d10…d20 | 8 × H100 | ≈ 3 + 4–5 h |
+# | `speedrun` | as `miniseries` | as `miniseries` | 8 × H100 | ≈ 3 + 4–5 h |
 #
-# The GPU times assume 40% MFU; the section *The GPU presets* derives them from book.yml with the
-# same planner, and a run's manifest records what it really took.
+# The miniseries trains every model at the ratio the sweep fits (at `smoke` a fixed one). GPU
+# times are sweep + miniseries at an assumed 40% MFU (the miniseries at nanochat's ratios, 8 to
+# 10.5 tokens per parameter, until our sweep has fitted one); the section *The GPU presets*
+# derives them from book.yml with the same planner, and a run's manifest records what it took.
 
 # %% tags=["parameters"]
 preset = "tiny"  # a preset from book.yml: smoke | tiny | d12 | miniseries | speedrun
@@ -810,25 +812,24 @@ else:
 #
 # A fit is a prediction; a family of models trained along it is the test. nanochat's miniseries
 # trained one model per depth, d10 to d20, each at the fitted ratio, and showed that a bigger
-# budget buys a lower curve. `run_family` trains ours — chapter 1's tokenizer, chapter 3's recipe,
-# our dial — into `miniseries/`, an artifact chapter 5 evaluates: one checkpoint per depth and
-# `models.csv` (sizes in each convention, tokens, FLOPs, val bits per byte, checkpoint folder).
+# budget buys a lower curve. `run_family` trains ours into `miniseries/`, an artifact chapter 5
+# evaluates: one checkpoint per depth, the tokenizer they share, and `models.csv` (sizes in each
+# convention, tokens, FLOPs, val bits per byte, checkpoint folder).
 #
-# At the GPU presets each model trains at the ratio fitted above (Approach 2, `matmul`, evaluated
-# at that model's own compute). At `tiny` it cannot: the fitted ratio belongs to the sweep's
-# 512-token models, and applied to 4,096-token models it would cost over ten CPU minutes, so the
-# family trains at a fixed small ratio (`family_tokens_per_param`) — a family along the compute
-# dial, not a compute-optimal one.
+# The family is the sweep's own — the same dial, tokenizer and recipe — and each model trains at
+# the ratio Approach 2 fitted (`matmul`), evaluated at the compute that model itself spends (the
+# ratio drifts with C as C^(b−a), so ratio and compute are solved together). The smaller models
+# land inside the sweep's budgets; the largest lands beyond them, a prediction the sweep never
+# saw. A ratio measured on one family is only a hypothesis for another: chapter 3's models, with
+# their 4,096-token vocabulary, would need a sweep of their own.
 
 # %%
 family_dir = run.path("miniseries")  # this chapter's `miniseries` artifact
-family_vocab = Tokenizer.load(tokenizer_dir).vocab_size
-family_dial = Dial.of(family_vocab, base.seq_len, base.aspect_ratio, base.head_dim)
 
 
 def fitted_ratio(depth: int) -> float:
     """Approach 2's ratio at the compute a model of this depth spends when trained at it."""
-    row = family_dial.table.set_index("depth").loc[depth]
+    row = dial.table.set_index("depth").loc[depth]
     ratio = fit2.tokens_per_param(c_mid)
     for _ in range(20):  # the ratio depends (weakly) on C, and C on the ratio
         ratio = fit2.tokens_per_param(row.flops_per_token * ratio * row.matmul)
@@ -839,22 +840,47 @@ def fitted_ratio(depth: int) -> float:
     return float(ratio)
 
 
-family_base = replace(base, tokenizer_dir=str(tokenizer_dir), eval_every=recipe["eval_every"])
-t0 = time.perf_counter()
+family_base = replace(base, eval_every=recipe["eval_every"])
 ratio = run.family_tokens_per_param or fitted_ratio
+family_plan = []
+for depth in run.family_depths:
+    r = ratio(depth) if callable(ratio) else ratio
+    p = plan(replace(family_base, depth=depth, tokens_per_param=r), vocab_size)
+    if depth not in speed:
+        speed[depth] = flops_per_s(replace(base, depth=depth), vocab_size)
+    family_plan.append({"depth": depth, "n_params_matmul": p.num_params, "tokens": p.tokens,
+                        "tokens_per_param": p.tokens_per_param, "flops": p.flops,
+                        "est_s": p.flops / speed[depth]})  # fmt: skip
+family_plan = pd.DataFrame(family_plan)
+family_est_s = family_plan.est_s.sum()
+if family_est_s > limit:
+    raise ValueError(
+        f"the miniseries would take ≈ {family_est_s:,.0f} s at the measured speed, over "
+        f"sweep_time_budget_s = {limit:,}: drop a depth from family_depths or set a smaller "
+        "family_tokens_per_param"
+    )
+print(f"{len(family_plan)} models, {family_plan.flops.sum():.3g} FLOPs, ≈ {family_est_s:.0f} s")
+family_plan.round({"tokens_per_param": 1, "est_s": 1})
+
+# %%
+t0 = time.perf_counter()
 family = run_family(family_base, run.family_depths, ratio, family_dir, run.nproc)
 family_s = time.perf_counter() - t0
 print(f"{len(family)} models in {family_s:.0f} s → {family_dir / MODELS_CSV}")
 family.round({"tokens_per_param": 2, "val_bpb": 4, "wall_s": 1})
 
 # %% [markdown]
-# Bits per byte against compute for each model (training loss, smoothed, and the val points), and
-# nanochat's observation checked: over the compute two neighbours share, past warmup, does the
-# bigger model's curve ever dip below the smaller one's? If it does, the smaller model was not
-# compute-optimal for its own budget — at the same compute a bigger model was already better. At
-# `tiny` expect crossings: the family trains at a fixed ratio on a dial whose smallest model is 8
-# channels wide. At the GPU presets it trains at the fitted ratio, as nanochat's did, and its
-# curves should stack.
+# Bits per byte against compute for each model, and nanochat's observation checked: over the
+# compute two neighbours share, past warmup, does the bigger model's curve ever dip below the
+# smaller one's? If it does, the smaller model was not compute-optimal for its own budget — at the
+# same compute a bigger model was already better. Trained at the fitted ratio, the curves should
+# stack: each model ends its warmdown below where the next one stands at the same compute, and
+# the next one ends lower still.
+#
+# The check reads the **validation** curves: every point measured on the same held-out tokens.
+# The training loss (thin lines, smoothed) is measured on each step's own batch, and with batches
+# of 2,048 tokens it swings by half a bit per byte between a page of the Bible and a page of a
+# play — far more than the gaps between the models.
 
 # %%
 fig = figure(
@@ -863,21 +889,24 @@ fig = figure(
 curves = {}
 for r in family.itertuples():
     history = pd.DataFrame(read_metrics(family_dir / r.checkpoint))
-    steps_ = history.dropna(subset=["train_bpb"])
-    curves[r.depth] = (steps_.flops.to_numpy(), steps_.train_bpb.ewm(alpha=0.1).mean().to_numpy())
-    val = history.dropna(subset=["val_bpb"]).query("flops > 0")
-    tint = COLORS[r.Index % len(COLORS)]
-    fig.add_scatter(x=curves[r.depth][0], y=curves[r.depth][1], name=f"d{r.depth}", line_color=tint)
-    val_style = {"mode": "markers", "marker": {"color": tint, "size": 9}, "showlegend": False}
-    fig.add_scatter(x=val.flops, y=val.val_bpb, name=f"d{r.depth} val", **val_style)
+    train_ = history.dropna(subset=["train_bpb"])
+    curves[r.depth] = val = history.dropna(subset=["val_bpb"]).query("flops > 0")
+    tint, group = COLORS[r.Index % len(COLORS)], f"d{r.depth}"
+    smoothed = train_.train_bpb.ewm(alpha=0.05).mean()
+    fig.add_scatter(x=train_.flops, y=smoothed, name=f"d{r.depth} train", legendgroup=group,
+                    line={"color": tint, "width": 1}, opacity=0.35, showlegend=False)  # fmt: skip
+    fig.add_scatter(x=val.flops, y=val.val_bpb, name=f"d{r.depth}", legendgroup=group,
+                    mode="lines+markers", line_color=tint)  # fmt: skip
 fig.show()
 crossing = {}
 for small, large in zip(family.depth[:-1], family.depth[1:]):
-    (f_s, l_s), (f_l, l_l) = curves[small], curves[large]
-    shared = f_s[f_s >= 0.2 * f_s.max()]
-    gap = np.interp(shared, f_l, l_l) - l_s[f_s >= 0.2 * f_s.max()]
+    vs, vl = curves[small], curves[large]
+    shared = vs[(vs.flops >= 0.2 * vs.flops.max()) & (vs.flops >= vl.flops.min())]
+    at_large = np.interp(np.log(shared.flops), np.log(vl.flops), vl.val_bpb)
+    gap = at_large - shared.val_bpb.to_numpy()
     crossing[f"d{large} − d{small}"] = {
-        "smallest gap (bpb)": gap.min(),
+        "points compared": len(gap),
+        "smallest gap (bpb)": gap.min() if len(gap) else math.nan,
         "cross": bool((gap < 0).any()),
     }
 crossed = [pair for pair, c in crossing.items() if c["cross"]]
@@ -887,17 +916,13 @@ pd.DataFrame(crossing).T
 # %% [markdown]
 # ### The bits-per-byte frontier
 #
-# The frontier is the best bits per byte any model of a family reaches at each compute: for our
-# sweep, the best run of each budget, and between and beyond them the minimum Approach 3 predicts
-# along the dial. Beside it, our miniseries and nanochat's (eleven models, d10…d20 on FineWeb-Edu,
-# 8×H100, FLOPs by nanochat's count): the same dial seven decades apart. Bits per byte compare
-# across tokenizers; across datasets only roughly.
-#
-# At `tiny` look where our miniseries lands: *below* the sweep's frontier, though it is not even
-# compute-optimal. A frontier belongs to a family of models, and at this scale chapter 1's
-# 4,096-token vocabulary buys more per FLOP than the sweep's 512 tokens — so a ratio measured on
-# one family is a hypothesis, not a fact, for another. The GPU presets sweep the family they
-# train.
+# The frontier is the best bits per byte a family of models reaches at each compute. Measured, it
+# is the best run of each of our budgets; between and beyond them, each fit predicts it —
+# Approach 2 as a power law through its vertices' losses, Approach 3 as the minimum of L(N, D)
+# along our dial. The miniseries tests both: models trained where the fit said, the smaller ones
+# inside the sweep's budgets, the largest beyond them. Beside ours, nanochat's miniseries (eleven
+# models, d10…d20 on FineWeb-Edu, 8×H100, FLOPs by nanochat's count): the same dial seven decades
+# of compute apart. Bits per byte compare across tokenizers; across datasets only roughly.
 
 # %%
 grid = np.geomspace(budgets[0] / 3, budgets[-1] * 30, 30)
@@ -910,9 +935,41 @@ fig.add_scatter(x=sweep.flops, y=sweep.val_bpb, name="our sweep", **grey)
 fig.add_scatter(x=best.flops, y=best.val_bpb, name="our sweep, best per budget", **OURS)
 frontier = [dial.optimum(fit3, f)["loss"][0] for f in grid]
 fig.add_scatter(x=grid, y=frontier, mode="lines", line={"dash": "dash"}, name="Approach 3 frontier")
-fig.add_scatter(x=family.flops, y=family.val_bpb, name="our miniseries", **OURS)
+fig.add_scatter(
+    x=grid, y=fit2.loss_opt(grid), mode="lines", line={"dash": "dot"}, name="Approach 2 frontier"
+)
+family_style = {"mode": "lines+markers", "marker": {"size": 10, "symbol": "square"}}
+fig.add_scatter(x=family.flops, y=family.val_bpb, name="our miniseries", **family_style)
 fig.add_scatter(x=v1.flops_derived, y=v1.val_bpb, name="nanochat miniseries v1", **PUBLISHED)
 fig.show()
+
+# %%
+tested = pd.DataFrame(
+    {
+        "depth": family.depth,
+        "FLOPs": family.flops.map("{:.2e}".format),
+        "× largest budget": (family.flops / max(budgets)).round(2),
+        "measured bpb": family.val_bpb,
+        "Approach 2 predicted": fit2.loss_opt(family.flops.to_numpy()),
+        "Approach 3 predicted": [dial.optimum(fit3, f)["loss"][0] for f in family.flops],
+    }
+).set_index("depth")
+for method in ("Approach 2", "Approach 3"):
+    tested[f"{method} error"] = tested[f"{method} predicted"] - tested["measured bpb"]
+print(f"Approach 3's irreducible loss E = {fit3.E:.3f} bpb")
+tested.round(4)
+
+# %% [markdown]
+# Read the error columns (predicted − measured; positive: the model did better than predicted).
+# Where the miniseries lies inside the sweep's budgets both fits should be within a few
+# hundredths of a bit; a model beyond the largest budget is the real test. There the fits part:
+# Approach 2 extrapolates only the optima's power law, while Approach 3 carries its irreducible
+# loss E — pinned by budgets within a factor of four of each other — and a model a few times
+# beyond them can come close to E or even pass below it, which the law says is impossible. At
+# `tiny` compare E printed above with the largest model's bits per byte. That is why nanochat and
+# Chinchilla sweep over one to two decades of compute before trusting an extrapolation, and why
+# a frontier measured on one family of models is only a hypothesis for another (chapter 3's
+# 4,096-token models would need a sweep of their own).
 
 # %% [markdown]
 # ## Model shape and speed
@@ -933,14 +990,14 @@ fig.show()
 shape_rows = []
 for d_model, n_head in run.shape_configs:
     aspect, depth = d_model // run.shape_depth, run.shape_depth
-    cfg = replace(family_base, depth=depth, aspect_ratio=aspect, head_dim=d_model // n_head)
-    model = plan(cfg, family_vocab).model
+    cfg = replace(base, depth=depth, aspect_ratio=aspect, head_dim=d_model // n_head)
+    model = plan(cfg, vocab_size).model
     assert (model.d_model, model.n_head) == (d_model, n_head), (
         f"({d_model}, {n_head}) is no dial shape"
     )
     shape = {"d_model": d_model, "heads": n_head, "head_dim": model.head_dim}
     shape_rows.append(
-        shape | {"d_model % 128": d_model % 128, "FLOP/s": flops_per_s(cfg, family_vocab)}
+        shape | {"d_model % 128": d_model % 128, "FLOP/s": flops_per_s(cfg, vocab_size)}
     )
 shapes = pd.DataFrame(shape_rows)
 shapes["vs fastest"] = (shapes["FLOP/s"] / shapes["FLOP/s"].max()).map("{:.0%}".format)
@@ -951,10 +1008,11 @@ shapes.assign(**{"FLOP/s": shapes["FLOP/s"].map("{:.3g}".format)})
 #
 # The same planner on the GPU presets' values in book.yml: the sweep and the miniseries, their
 # FLOPs, and the time at an assumed 40% MFU of H100s at $3 per GPU-hour. Where the family ratio is
-# "fitted", the estimate assumes nanochat's 10.5 until our sweep has measured it.
+# "fitted", the estimate brackets it with nanochat's two measured ratios, 8 (miniseries v1) and
+# 10.5 (later, with another parameter count), until our sweep has measured ours.
 
 # %%
-ASSUMED_MFU, DOLLARS_PER_GPU_HOUR, NANOCHAT_RATIO = 0.40, 3.0, 10.5
+ASSUMED_MFU, DOLLARS_PER_GPU_HOUR, NANOCHAT_RATIOS = 0.40, 3.0, (8.0, 10.5)
 h100 = peak_flops("NVIDIA H100 80GB HBM3")
 gpu_rows = {}
 for name in ("d12", "miniseries", "speedrun"):
@@ -965,16 +1023,21 @@ for name in ("d12", "miniseries", "speedrun"):
     vocab, rate = run.book.resolve("01_tokenizer", name)["vocab_size"], h100 * ASSUMED_MFU * nproc
     grid_ = ch04["sweep_budgets"], ch04["sweep_depths"]
     sweep_plan = plan_isoflop(gbase, *grid_, vocab, nproc, flops_per_s=rate)
-    ratio = ch04["family_tokens_per_param"] or NANOCHAT_RATIO
-    models = [replace(gbase, depth=d, tokens_per_param=ratio) for d in ch04["family_depths"]]
-    family_flops = sum(plan(m, vocab, nproc).flops for m in models)
-    hours = (sweep_plan.est_s.sum() + family_flops / rate) / 3600
+    sweep_h = sweep_plan.est_s.sum() / 3600
+    ratios = sorted({ch04["family_tokens_per_param"] or r for r in NANOCHAT_RATIOS})
+    family_h = []
+    for r in ratios:
+        models = [replace(gbase, depth=d, tokens_per_param=r) for d in ch04["family_depths"]]
+        family_h.append(sum(plan(m, vocab, nproc).flops for m in models) / rate / 3600)
+    costs = [(sweep_h + h) * nproc * DOLLARS_PER_GPU_HOUR for h in family_h]
     gpu_rows[name] = {
         "sweep": f"{len(sweep_plan)} runs, {sweep_plan.flops.sum():.2g} FLOPs",
-        "miniseries": f"depths {models[0].depth}…{models[-1].depth}, {family_flops:.2g} FLOPs",
+        "miniseries": f"depths {ch04['family_depths'][0]}…{ch04['family_depths'][-1]}",
+        "tokens/param": "–".join(f"{r:g}" for r in ratios),
         "GPUs": nproc,
-        "hours": round(hours, 1),
-        "cost": f"${hours * nproc * DOLLARS_PER_GPU_HOUR:,.0f}",
+        "sweep hours": round(sweep_h, 1),
+        "miniseries hours": "–".join(f"{h:.1f}" for h in family_h),
+        "cost": "–".join(f"${c:,.0f}" for c in costs),
     }
 pd.DataFrame(gpu_rows).T
 
@@ -1005,8 +1068,11 @@ run.finish(
 #   bootstrap intervals that say how far three budgets can be trusted.
 # - A ratio is a statement about a counting convention as much as about models: counting
 #   embeddings or not moved nanochat's from 8 to 4 to 10.5 with no change in what its models needed.
-# - A family trained along the dial traces a bits-per-byte frontier; a model's shape decides how
-#   fast its FLOPs run, so measure tokens per second per shape before a long run.
+# - A miniseries trained at the fitted ratio tests the fit: its loss curves stack without
+#   crossing, inside the sweep both fits predict its bits per byte, and beyond the sweep the
+#   extrapolations part — the parametric law's floor E is the first thing to break.
+# - A model's shape decides how fast its FLOPs run: measure tokens per second per shape before a
+#   long run.
 #
 # **Exercises**
 # 1. Add a fourth budget (twice the largest) to `sweep_budgets` and re-run: the first three
@@ -1015,7 +1081,10 @@ run.finish(
 #    delta=…)`). Which parameters move? Why did Hoffmann et al. choose a small δ?
 # 3. Set `sweep_vocab_size = None` at `tiny` (chapter 1's 4,096-token vocabulary) and run only the
 #    planning cells: where would each budget's optimum be, and what would the sweep cost?
-# 4. In the live dial, untick the largest budget. How far does the predicted optimum at ten times
+# 4. Add depth 5 to `family_depths` (≈ 4 more CPU minutes). Does Approach 2's error grow with the
+#    distance beyond the largest budget? Train the family at half the fitted ratio
+#    (`family_tokens_per_param`): do the curves still stack?
+# 5. In the live dial, untick the largest budget. How far does the predicted optimum at ten times
 #    that budget move, for each approach?
 #
 # **Further reading**: Hoffmann et al. 2022, *Training Compute-Optimal Large Language Models*;

@@ -64,6 +64,7 @@ from nanolib import core
 from nanolib.device import autocast_context, peak_flops
 from nanolib.plots import OURS, PUBLISHED, figure
 from nanolib.runs import atomic_write_json, atomic_write_text, read_json, run_dir_for, start_chapter
+from nanolib.scaling import FAMILY_TOKENIZER
 from nanolib.tokenizer import Tokenizer
 from nanolib.train import load_model
 
@@ -247,7 +248,11 @@ pd.DataFrame(
 # one JSON (everything) per model into `core/` in this chapter's run directory. A model already
 # scored there from the same checkpoint, bundle and `max_per_task` is not scored again, so an
 # interrupted run resumes model by model. Everything below reads the results back from those
-# files.
+# files. Each model is scored with the tokenizer it trained with: chapter 1's for chapter 3's
+# model, the one the miniseries carries for its models (at `tiny` the sweep's 512-token
+# vocabulary). CORE compares across tokenizers: each item is judged on whole answer strings —
+# which one the model finds most likely, or whether greedy decoding writes it — whatever tokens
+# spell them.
 
 # %%
 miniseries = pd.read_csv(miniseries_dir / "models.csv")
@@ -259,10 +264,13 @@ checkpoints = {f"ch03_d{meta['model']['n_layer']}": checkpoint_dir}
 checkpoints.update(
     {f"ch04_d{r.depth}": miniseries_dir / r.checkpoint for r in miniseries.itertuples()}
 )
+family_tokenizer = Tokenizer.load(miniseries_dir / FAMILY_TOKENIZER)  # the one it trained with
+tokenizers = {name: tokenizer if name.startswith("ch03") else family_tokenizer
+              for name in checkpoints}  # fmt: skip
 del model, scorer  # evaluate_checkpoints loads each model itself
 evaluated = core.evaluate_checkpoints(
     checkpoints,
-    tokenizer,
+    tokenizers,
     bundle,
     results_dir,
     run.max_per_task,

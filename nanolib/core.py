@@ -804,7 +804,7 @@ SUMMARY_KEYS = ("core_v1", "core_v2", "items", "seconds", "items_per_s")
 
 def evaluate_checkpoints(
     checkpoints: Mapping[str, str | Path],
-    tokenizer: TextEncoder,
+    tokenizer: TextEncoder | Mapping[str, TextEncoder],
     bundle: Bundle | str | Path,
     out_dir: str | Path,
     max_per_task: int | None = None,
@@ -815,17 +815,22 @@ def evaluate_checkpoints(
 ) -> pd.DataFrame:
     """CORE of each checkpoint dir (name → dir) into out_dir/<name>.csv|json; one row per model.
 
-    A result already in out_dir is reused when it was made from the same checkpoint (the sha256
-    of its meta.json), bundle and max_per_task, so an interrupted evaluation resumes model by
-    model. The `reused` column says which rows were not evaluated this time.
+    `tokenizer` is one tokenizer for every model, or a mapping name → the tokenizer that model
+    trained with (a family trained on another vocabulary). A result already in out_dir is reused
+    when it was made from the same checkpoint (the sha256 of its meta.json), bundle and
+    max_per_task, so an interrupted evaluation resumes model by model. The `reused` column says
+    which rows were not evaluated this time.
     """
     from nanolib.train import META, load_model
 
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     out_dir = Path(out_dir)
     rows = []
+    if isinstance(tokenizer, Mapping) and (missing := set(checkpoints) - set(tokenizer)):
+        raise ValueError(f"no tokenizer given for {sorted(missing)}")
     for name, ckpt in checkpoints.items():
         ckpt = Path(ckpt)
+        encoder = tokenizer[name] if isinstance(tokenizer, Mapping) else tokenizer
         if not (ckpt / META).is_file():
             raise FileNotFoundError(f"{name}: no checkpoint in {ckpt} (no {META})")
         key = {
@@ -841,14 +846,14 @@ def evaluate_checkpoints(
                 rows.append({"model": name, **{k: saved[k] for k in SUMMARY_KEYS}, "reused": True})
                 continue
         model, _ = load_model(ckpt, device)
-        vocab = getattr(tokenizer, "vocab_size", model.config.vocab_size)
+        vocab = getattr(encoder, "vocab_size", model.config.vocab_size)
         if model.config.vocab_size != vocab:
             raise ValueError(
                 f"{name}: the model in {ckpt} has a vocabulary of {model.config.vocab_size:,} ids "
                 f"but the tokenizer has {vocab:,}; evaluate it with the tokenizer it trained with"
             )
         result = evaluate_core(
-            model, tokenizer, bundle, max_per_task, batch_tokens=batch_tokens, progress=progress
+            model, encoder, bundle, max_per_task, batch_tokens=batch_tokens, progress=progress
         )
         write_results(result, out_dir, name, extra=key)
         summary = result.to_dict()

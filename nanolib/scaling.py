@@ -50,7 +50,7 @@ import torch
 
 from nanolib.model import CONVENTIONS, GPTConfig, config_for_depth, flops_per_token, scaling_params
 from nanolib.runs import atomic_write_json, atomic_write_text, file_hash, read_json
-from nanolib.tokenizer import RANKS_FILE
+from nanolib.tokenizer import RANKS_FILE, Tokenizer
 from nanolib.train import META, NOT_TRAJECTORY, TrainConfig, launch, plan
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -1241,6 +1241,7 @@ def run_sweep(
 
 
 MODELS_CSV = "models.csv"  # the family's table, inside its directory (chapter 5 reads it)
+FAMILY_TOKENIZER = "tokenizer"  # the family's tokenizer, copied beside its models
 
 
 def run_family(
@@ -1258,8 +1259,17 @@ def run_family(
     depth, N in each counting convention, tokens, FLOPs, tokens_per_param, val_bpb, wall_s and
     `checkpoint` (the model's folder, relative to `family_dir`). It is rewritten after every
     model, and a model already trained is reported from its checkpoint, so a killed run resumes.
+    The tokenizer the family trains with is copied to `<family_dir>/tokenizer/`, so the family
+    is one self-contained artifact (chapter 5 scores its models with it).
     """
     family_dir = Path(family_dir)
+    tokenizer = Tokenizer.load(base.tokenizer_dir)
+    copied = family_dir / FAMILY_TOKENIZER
+    if not (copied / RANKS_FILE).exists() or file_hash(copied / RANKS_FILE) != file_hash(
+        Path(base.tokenizer_dir) / RANKS_FILE
+    ):
+        tokenizer.save(copied)
+    base = replace(base, tokenizer_dir=str(copied))
     rows = []
     for depth in sorted(int(d) for d in depths):
         ratio = tokens_per_param(depth) if callable(tokens_per_param) else tokens_per_param

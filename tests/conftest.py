@@ -4,6 +4,10 @@ tests/test_browser.py render it)."""
 from __future__ import annotations
 
 import os
+import re
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 # An accidental download must fail loudly, not slowly: every test runs offline.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -14,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parent.parent  # the real book's checkout
 
 HEADER = """\
 # ---
@@ -204,3 +210,108 @@ def fixture_book(tmp_path_factory: pytest.TempPathFactory) -> FixtureBook:
     with open(root / "chapters" / "02_results.py", "a") as f:
         f.write("\n# %% [markdown]\n# A paragraph written after the run.\n")
     return book
+
+
+@pytest.fixture(scope="session")
+def smoke_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every chapter of the real book executed once at smoke into a temp runs/ (in order: later
+    chapters read earlier ones' artifacts); NANOBOOK_RUNS points there while it is in use."""
+    from nanolib.config import load_book
+    from nanolib.execute import execute_chapter
+
+    book = load_book(REPO / "book.yml")
+    runs = tmp_path_factory.mktemp("runs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NANOBOOK_RUNS", str(runs))
+        for ch in book.chapters:
+            execute_chapter(ch.slug, "smoke", book=book)
+    return runs
+
+
+class RangeServer:
+    """Serves the files of a folder on 127.0.0.1 with HTTP Range support, logging every request
+    ({path, range, sent}); it can cut the next responses short or ignore Range headers."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.log: list[dict] = []
+        self.cut_next = 0  # the next n responses stop halfway through the body
+        self.ignore_range = False  # answer a Range request with the whole file (200)
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                path = server.root / self.path.lstrip("/")
+                entry = {"path": self.path, "range": self.headers.get("Range"), "sent": 0}
+                server.log.append(entry)
+                if not path.is_file():
+                    self.send_error(404)
+                    return
+                body = path.read_bytes()
+                start, status = 0, 200
+                m = re.fullmatch(r"bytes=(\d+)-", entry["range"] or "")
+                if m and not server.ignore_range:
+                    start, status = int(m.group(1)), 206
+                    if start >= len(body):
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{len(body)}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                chunk = body[start:]
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(chunk)))
+                if status == 206:
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                self.end_headers()
+                if server.cut_next:
+                    server.cut_next -= 1
+                    chunk = chunk[: len(chunk) // 2]
+                    self.close_connection = True
+                # recorded before writing: the client may finish reading before this thread runs on
+                entry["sent"] = len(chunk)
+                self.wfile.write(chunk)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self.thread.start()
+
+    @property
+    def ranges(self) -> list[str | None]:
+        """The Range header of each request so far (None: a plain GET)."""
+        return [e["range"] for e in self.log]
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def range_server() -> Iterator[Callable[[Path], RangeServer]]:
+    """A factory: range_server(folder) serves that folder until the test ends."""
+    started: list[RangeServer] = []
+
+    def start(root: Path) -> RangeServer:
+        started.append(RangeServer(root))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 512-id tokenizer trained on the first 300,000 characters of the shipped corpus."""
+    from nanolib.data import iter_texts
+    from nanolib.tokenizer import Tokenizer
+
+    d = tmp_path_factory.mktemp("tok") / "tokenizer"
+    Tokenizer.train(iter_texts("tiny", "train", max_chars=300_000), 512).save(d)
+    return d

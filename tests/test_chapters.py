@@ -32,23 +32,6 @@ def error_cells(nb_path: Path) -> list[str]:
     ]
 
 
-@pytest.fixture(scope="module")
-def smoke_runs(tmp_path_factory):
-    """Execute every chapter at smoke once into a temp runs/ (later chapters need earlier ones)."""
-    runs = tmp_path_factory.mktemp("runs")
-    old = os.environ.get("NANOBOOK_RUNS")
-    os.environ["NANOBOOK_RUNS"] = str(runs)
-    try:
-        for ch in BOOK.chapters:
-            execute_chapter(ch.slug, "smoke", book=BOOK)
-        yield runs
-    finally:
-        if old is None:
-            os.environ.pop("NANOBOOK_RUNS", None)
-        else:
-            os.environ["NANOBOOK_RUNS"] = old
-
-
 @pytest.mark.parametrize("chapter", [c.slug for c in BOOK.chapters])
 def test_chapter_smoke(smoke_runs, chapter):
     d = smoke_runs / "smoke" / chapter
@@ -73,7 +56,8 @@ def test_chapter_smoke(smoke_runs, chapter):
     assert not list((smoke_runs / "smoke").glob(f".{chapter}*")), "partial dir left behind"
 
 
-def test_up_to_date_run_is_skipped(smoke_runs):
+def test_up_to_date_run_is_skipped(smoke_runs, monkeypatch):
+    monkeypatch.setenv("NANOBOOK_RUNS", str(smoke_runs))
     ch = BOOK.chapters[0]
     assert run_state(BOOK, ch.slug, "smoke").status == "ok"
     before = (smoke_runs / "smoke" / ch.slug / "manifest.json").read_text()
@@ -108,10 +92,11 @@ def test_plain_papermill(tmp_path):
 
 
 @pytest.fixture
-def book_copy(tmp_path, monkeypatch):
-    """A copy of the book (data linked) whose chapters a test may break."""
+def book_copy(tmp_path, monkeypatch, smoke_runs):
+    """A copy of the book (data linked, the smoke runs copied) whose chapters a test may break."""
     shutil.copy(ROOT / "book.yml", tmp_path / "book.yml")
     shutil.copytree(ROOT / "chapters", tmp_path / "chapters")
+    shutil.copytree(smoke_runs / "smoke", tmp_path / "runs" / "smoke")
     (tmp_path / "data").symlink_to(ROOT / "data")
     monkeypatch.setenv("NANOBOOK_ROOT", str(tmp_path))
     monkeypatch.setenv("NANOBOOK_RUNS", str(tmp_path / "runs"))
@@ -121,6 +106,7 @@ def book_copy(tmp_path, monkeypatch):
 def test_failed_run_keeps_good_run_and_page(book_copy, capsys):
     out = book_copy / "_book"
     assert main(["make", "--preset", "smoke", "--out", str(out)]) == 0
+    assert " done in " not in capsys.readouterr().out  # the copied runs are up to date
     good = book_copy / "runs/smoke/01_tokenizer"
     snapshot = {p.name: p.read_bytes() for p in good.iterdir() if p.is_file()}
     page = (out / "01_tokenizer.html").read_bytes()

@@ -6,10 +6,7 @@ import importlib.util
 import io
 import json
 import random
-import re
-import threading
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -360,59 +357,19 @@ def test_core_task_labels_get_both_published_baselines(tmp_path):
 # the downloader, against a local HTTP server
 
 
-class Server:
-    """Serves bytes on 127.0.0.1 with Range support; logs requests; can cut a response short."""
-
-    def __init__(self, files: dict[str, bytes]):
-        self.files, self.log, self.cut_next = files, [], 0
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                server.log.append(self.headers.get("Range"))
-                body = server.files.get(self.path)
-                if body is None:
-                    self.send_error(404)
-                    return
-                start, status = 0, 200
-                if m := re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or ""):
-                    start, status = int(m.group(1)), 206
-                chunk = body[start:]
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(chunk)))
-                if status == 206:
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                self.end_headers()
-                if server.cut_next:
-                    server.cut_next -= 1
-                    chunk = chunk[: len(chunk) // 2]
-                    self.close_connection = True
-                self.wfile.write(chunk)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()  # fmt: skip
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
-def bundle_zip():
+def bundle_zip(tmp_path, range_server):
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         for p in sorted(core.tiny_bundle_dir().rglob("*")):
             if p.is_file():
                 z.write(p, Path("eval_bundle") / p.relative_to(core.tiny_bundle_dir()))
     data = buf.getvalue()
-    server = Server({"/eval_bundle.zip": data, "/broken.zip": data[:-100]})
-    yield server, data
-    server.close()
+    remote = tmp_path.parent / f"{tmp_path.name}-remote"  # outside the test's download folder
+    remote.mkdir()
+    (remote / "eval_bundle.zip").write_bytes(data)
+    (remote / "broken.zip").write_bytes(data[:-100])
+    return range_server(remote), data
 
 
 def test_download_bundle_fetches_checks_and_unzips(bundle_zip, tmp_path):
@@ -431,11 +388,11 @@ def test_download_bundle_resumes(bundle_zip, tmp_path):
     dest = tmp_path / "eval_bundle"
     (tmp_path / "eval_bundle.zip.part").write_bytes(data[:1000])
     core.download_bundle(dest, url=f"{server.url}/eval_bundle.zip", backoff=0)
-    assert server.log == ["bytes=1000-"]
+    assert server.ranges == ["bytes=1000-"]
     server.log.clear()
     server.cut_next = 1  # the connection drops halfway: the next attempt continues from there
     core.download_bundle(tmp_path / "again", url=f"{server.url}/eval_bundle.zip", backoff=0)
-    assert server.log[0] is None and server.log[1] == f"bytes={len(data) // 2}-"
+    assert server.ranges[:2] == [None, f"bytes={len(data) // 2}-"]
     assert len(core.load_bundle(tmp_path / "again").tasks) == 8
 
 

@@ -11,8 +11,6 @@ import hashlib
 import json
 import re
 import shutil
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pyarrow as pa
@@ -143,65 +141,7 @@ def test_download_dir_follows_nanobook_data(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------------
-# the downloader, against a local HTTP server with Range support
-
-
-class _Server:
-    """Serves files of a folder on 127.0.0.1 with Range support, logging every request."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.log: list[dict] = []
-        self.cut_next = 0  # the next n responses stop halfway through the body
-        self.ignore_range = False  # answer a Range request with the whole file (200)
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                path = server.root / self.path.lstrip("/")
-                entry = {"path": self.path, "range": self.headers.get("Range"), "sent": 0}
-                server.log.append(entry)
-                if not path.is_file():
-                    self.send_error(404)
-                    return
-                body = path.read_bytes()
-                start, status = 0, 200
-                m = re.fullmatch(r"bytes=(\d+)-", entry["range"] or "")
-                if m and not server.ignore_range:
-                    start, status = int(m.group(1)), 206
-                    if start >= len(body):
-                        self.send_response(416)
-                        self.send_header("Content-Range", f"bytes */{len(body)}")
-                        self.send_header("Content-Length", "0")
-                        self.end_headers()
-                        return
-                chunk = body[start:]
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(chunk)))
-                if status == 206:
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                self.end_headers()
-                if server.cut_next:
-                    server.cut_next -= 1
-                    chunk = chunk[: len(chunk) // 2]
-                    self.close_connection = True
-                # recorded before writing: the client may finish reading before this thread runs on
-                entry["sent"] = len(chunk)
-                self.wfile.write(chunk)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+# the downloader, against a local HTTP server with Range support (conftest.RangeServer)
 
 
 def _make_shard(path: Path, seed: int, rows: int = 300) -> None:
@@ -210,14 +150,12 @@ def _make_shard(path: Path, seed: int, rows: int = 300) -> None:
 
 
 @pytest.fixture
-def server(tmp_path):
+def server(tmp_path, range_server):
     root = tmp_path / "remote"
     root.mkdir()
     for i in range(2):
         _make_shard(root / f"shard_{i:05d}.parquet", seed=i)
-    srv = _Server(root)
-    yield srv
-    srv.close()
+    return range_server(root)
 
 
 def _get(server, dest, indices=(0, 1), **kw):

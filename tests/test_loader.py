@@ -7,10 +7,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 import dataclasses
-import functools
 import shutil
-import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from itertools import islice
 
 import pytest
@@ -23,8 +20,8 @@ from nanolib.tokenizer import Tokenizer
 
 
 @pytest.fixture(scope="module")
-def tok():
-    return Tokenizer.train(iter_texts("tiny", "train", max_chars=300_000), 512)
+def tok(tokenizer_dir):
+    return Tokenizer.load(tokenizer_dir)
 
 
 def rows(loader, n_batches):
@@ -107,28 +104,21 @@ def test_corrupt_shard_fails_with_the_fix(tok, tmp_path, monkeypatch):
         next(iter(TokenLoader(tok, "tiny", "train", 4, 64)))
 
 
-def test_download_source_is_fetched_shard_by_shard(tok, tmp_path, monkeypatch):
+def test_download_source_is_fetched_shard_by_shard(tok, tmp_path, monkeypatch, range_server):
     """A download source (the GPU presets' FineWeb-Edu) through a local server: lazily, in order."""
     remote = tmp_path / "remote"
     remote.mkdir()
     corpus = book_root() / "data" / "corpus"
     for i, name in enumerate(["train-00000", "train-00001", "val-00000"]):
         shutil.copy(corpus / f"{name}.parquet", remote / f"shard_{i:05d}.parquet")
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(remote))
-    handler.log_message = lambda *args: None
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    source = dataclasses.replace(data.SOURCES["fineweb-edu"], base_url=url, num_shards=3)
+    server = range_server(remote)
+    source = dataclasses.replace(data.SOURCES["fineweb-edu"], base_url=server.url, num_shards=3)
     monkeypatch.setitem(data.SOURCES, "fineweb-edu", source)
     monkeypatch.setenv("NANOBOOK_DATA", str(tmp_path / "cache"))
-    try:
-        web = rows(TokenLoader(tok, "fineweb-edu", "val", 8, 64), 3)
-        assert web == rows(TokenLoader(tok, "tiny", "val", 8, 64), 3)
-        cache = tmp_path / "cache" / "fineweb-edu"
-        assert sorted(p.name for p in cache.glob("*.parquet")) == ["shard_00002.parquet"]
-        list(islice(TokenLoader(tok, "fineweb-edu", "train", 8, 64), 1))
-        assert len(list(cache.glob("*.parquet"))) == 2  # only the first train shard so far
-    finally:
-        server.shutdown()
-        server.server_close()
+    web = rows(TokenLoader(tok, "fineweb-edu", "val", 8, 64), 3)
+    assert web == rows(TokenLoader(tok, "tiny", "val", 8, 64), 3)
+    cache = tmp_path / "cache" / "fineweb-edu"
+    assert sorted(p.name for p in cache.glob("*.parquet")) == ["shard_00002.parquet"]
+    list(islice(TokenLoader(tok, "fineweb-edu", "train", 8, 64), 1))
+    assert len(list(cache.glob("*.parquet"))) == 2  # only the first train shard so far
+    assert [e["path"] for e in server.log] == ["/shard_00002.parquet", "/shard_00000.parquet"]

@@ -24,6 +24,7 @@ from nanolib.config import book_root
 from nanolib.data import iter_texts
 from nanolib.model import CONVENTIONS, config_for_depth, flops_per_token, scaling_params
 from nanolib.scaling import (
+    FAMILY_TOKENIZER,
     MODELS_CSV,
     SWEEP_CSV,
     Approach3Fit,
@@ -40,36 +41,26 @@ from nanolib.scaling import (
 from nanolib.tokenizer import Tokenizer
 from nanolib.train import TrainConfig, load_model, read_metrics
 
+from helpers import tiny_config
+
 VOCAB = 512
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(book_root())}
 # A run of the sweep below takes a few steps of a few milliseconds each.
 BASE = dict(
-    depth=1,
     aspect_ratio=32,
-    head_dim=32,
-    seq_len=64,
     batch_tokens=1024,
     device_batch_size=16,
     warmup_steps=2,
     eval_every=0,
-    eval_tokens=2048,
     checkpoint_every=3,
     num_samples=0,
-    device="cpu",
 )
 DEPTHS = [1, 2]
 STEPS_B1_D1 = 12  # the first budget buys depth 1 this many steps; the second budget 4 times more
 
 
-@pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tok") / "tokenizer"
-    Tokenizer.train(iter_texts("tiny", "train", max_chars=300_000), VOCAB).save(d)
-    return d
-
-
 def base_config(tokenizer_dir: Path, **kw) -> TrainConfig:
-    return TrainConfig(out_dir="", tokenizer_dir=str(tokenizer_dir), **{**BASE, **kw})
+    return tiny_config(tokenizer_dir, **{**BASE, **kw})
 
 
 def budgets(cfg: TrainConfig) -> list[float]:
@@ -271,6 +262,9 @@ def test_family_writes_models_csv_of_loadable_checkpoints(tokenizer_dir, tmp_pat
         assert scaling_params(model, "matmul") == r.n_params_matmul
         assert r.flops == flops_per_token(model) * r.tokens
         assert r.tokens == pytest.approx(r.n_params_matmul, rel=0.5)  # one token per parameter
+    shipped = Tokenizer.load(tmp_path / FAMILY_TOKENIZER)  # the family carries its tokenizer
+    assert shipped.mergeable_ranks == Tokenizer.load(cfg.tokenizer_dir).mergeable_ranks
+    assert meta["config"]["tokenizer_dir"] == str(tmp_path / FAMILY_TOKENIZER)
     again = run_family(cfg, [1, 2], 1.0, tmp_path)  # finished models: reported, not retrained
     pd.testing.assert_frame_equal(again.drop(columns="wall_s"), family.drop(columns="wall_s"))
     summary = json.loads((tmp_path / "d01" / "summary.json").read_text())

@@ -20,10 +20,12 @@ import torch
 
 from nanolib import train as T
 from nanolib.config import book_root
-from nanolib.data import CorruptShardError, iter_texts
+from nanolib.data import CorruptShardError
 from nanolib.model import GPT, config_for_depth, estimate_memory
 from nanolib.runs import ArtifactMissingError, artifact
 from nanolib.tokenizer import Tokenizer
+
+from helpers import tiny_config
 
 # One thread per process: the results of a run do not depend on how busy the machine is, and a
 # 1-process run matches torchrun's ranks (torchrun sets OMP_NUM_THREADS=1 for each).
@@ -32,32 +34,18 @@ LOSS_TOL = 1e-5  # resume: the same computation in the same order, so in practic
 DDP_TOL = 1e-4  # DDP: gloo sums gradients in another order than accumulation does (≈1e-7 seen)
 
 
-@pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tok") / "tokenizer"
-    Tokenizer.train(iter_texts("tiny", "train", max_chars=300_000), 512).save(d)
-    return d
-
-
 def small(out: Path, tokenizer_dir: Path, **kw) -> T.TrainConfig:
-    """A model of ≈0.1M parameters that takes a few milliseconds per step."""
+    """The shared tiny model, 10 steps with evaluations and a sample."""
     base = dict(
-        out_dir=str(out),
-        tokenizer_dir=str(tokenizer_dir),
-        depth=1,
-        head_dim=32,
-        seq_len=64,
         batch_tokens=2048,
         device_batch_size=8,
         num_steps=10,
         warmup_steps=3,
         eval_every=4,
-        eval_tokens=2048,
         num_samples=1,
         sample_tokens=4,
-        device="cpu",
     )
-    return T.TrainConfig(**{**base, **kw})
+    return tiny_config(tokenizer_dir, out, **{**base, **kw})
 
 
 def run_module(cfg: T.TrainConfig, **env) -> subprocess.CompletedProcess:
