@@ -1,6 +1,7 @@
 """Every chapter executes at `smoke` with papermill; a failing chapter never replaces a good run."""
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -136,3 +137,57 @@ def test_failed_run_keeps_good_run_and_page(book_copy, capsys):
     with pytest.raises(ChapterFailedError):
         execute_chapter("01", "smoke", force=True)
     assert {p.name: p.read_bytes() for p in good.iterdir() if p.is_file()} == snapshot
+
+
+# Appended to chapter 04: turn every control of the live dial and record what the figure shows.
+DRIVE_LIVE_DIAL = """
+import json
+box = live_dial()
+(method, convention), (used, flops_slider) = box.children[0].children, box.children[1].children
+shown = box.children[2]
+def drawn():
+    return [None if t.y is None else [v if v is None else float(v) for v in t.y]
+            for t in shown.data]
+views = {"start": (drawn(), shown.layout.xaxis.title.text)}
+flops_slider.value = flops_slider.value * 10
+views["slider"] = (drawn(), shown.layout.xaxis.title.text)
+convention.value = "all"
+views["convention"] = (drawn(), shown.layout.xaxis.title.text)
+used.value = tuple(budgets[:2])
+views["budgets"] = (drawn(), shown.layout.xaxis.title.text)
+method.value = "Approach 2"
+views["method"] = (drawn(), shown.layout.xaxis.title.text)
+print("VIEWS" + json.dumps(views, default=str))
+"""
+
+
+def test_live_dial_redraws_on_every_control(smoke_runs, tmp_path, monkeypatch):
+    """Chapter 04's ipywidgets dial in a kernel: each control changes the FigureWidget's curves."""
+    import jupytext
+    import papermill
+
+    runs = tmp_path / "runs"
+    shutil.copytree(smoke_runs / "smoke", runs / "smoke")  # the sweep's rows are reused
+    monkeypatch.setenv("NANOBOOK_RUNS", str(runs))
+    nb = jupytext.read(ROOT / "chapters" / "04_scaling.py")
+    nb.cells.append(nbformat.v4.new_code_cell(DRIVE_LIVE_DIAL))
+    out = papermill.execute_notebook(
+        nb,
+        str(tmp_path / "out.ipynb"),
+        parameters={"preset": "smoke", "run_dir": str(runs / "smoke" / "04_scaling")},
+        kernel_name="python3",
+        cwd=str(ROOT / "chapters"),
+        execution_timeout=600,
+        progress_bar=False,
+    )
+    text = "".join(o.get("text", "") for o in out.cells[-1].outputs)
+    views = json.loads(text.split("VIEWS", 1)[1])
+    order = ["start", "slider", "convention", "budgets", "method"]
+    for before, after in zip(order, order[1:]):
+        assert views[after][0] != views[before][0], f"changing the {after} redrew nothing"
+    assert (
+        views["start"][1] == "N (matmul parameters)"
+        and views["convention"][1] == "N (all parameters)"
+    )
+    predicted = views["slider"][0][-2]  # the "predicted at C" curve of the starting fit
+    assert predicted and all(math.isfinite(v) for v in predicted)
