@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,8 @@ class Chapter:
     params: dict[str, Any]
     produces: tuple[str, ...] = ()
     timeout_s: int = 1800
+    # The type of a parameter whose default is null, taken from the values presets give it.
+    null_types: dict[str, type] = field(default_factory=dict)
 
     @property
     def notebook(self) -> Path:
@@ -145,6 +147,7 @@ def _load_book_cached(path: Path, _mtime: int) -> Book:
     presets_raw = raw["presets"]
     if not isinstance(presets_raw, dict) or not presets_raw:
         raise BookConfigError("book.yml: 'presets' must be a non-empty mapping of name -> preset")
+    chapters = tuple(_with_null_types(ch, presets_raw) for ch in chapters)
     presets = {n: _load_preset(n, p, chapters) for n, p in presets_raw.items()}
     render = str(raw.get("render_preset", "tiny"))
     if render not in presets:
@@ -160,6 +163,33 @@ def _load_book_cached(path: Path, _mtime: int) -> Book:
         chapters=chapters,
         presets=presets,
     )
+
+
+def _with_null_types(ch: Chapter, presets_raw: dict) -> Chapter:
+    """The chapter, knowing the type of each null-default parameter from the presets' values
+    (a float where presets give both ints and floats), so a wrong type is caught there too."""
+    seen: dict[str, set[type]] = {}
+    for preset in presets_raw.values():
+        per_chapter = preset.get("chapters") if isinstance(preset, dict) else None
+        values = per_chapter.get(ch.slug) if isinstance(per_chapter, dict) else None
+        if not isinstance(values, dict):
+            continue  # _load_preset reports a malformed preset
+        for key, value in values.items():
+            if key in ch.params and ch.params[key] is None and value is not None:
+                seen.setdefault(key, set()).add(type(value))
+    types = {}
+    for key, kinds in seen.items():
+        if kinds <= {int, float}:
+            types[key] = float if float in kinds else int
+        elif len(kinds) == 1:
+            types[key] = kinds.pop()
+        else:
+            names = ", ".join(sorted(k.__name__ for k in kinds))
+            raise BookConfigError(
+                f"book.yml chapter {ch.slug}: presets give parameter {key!r} values of different "
+                f"types ({names}); use one type (or null) in every preset"
+            )
+    return replace(ch, null_types=types)
 
 
 def _as_list(raw: dict, key: str) -> list:
@@ -246,15 +276,18 @@ def _check_param(ch: Chapter, key: str, value: Any, where: str) -> Any:
         valid = ", ".join(sorted(ch.params)) or "(none)"
         raise BookConfigError(f"{where}: unknown parameter {key!r}; valid parameters: {valid}")
     default = ch.params[key]
-    if default is None or value is None:
+    if value is None:
         return value
-    want = type(default)
+    if default is None and key not in ch.null_types:
+        return value
+    want = type(default) if default is not None else ch.null_types[key]
     ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         value, ok = float(value), True
     if not ok:
+        like = f"like {default!r}" if default is not None else "or null"
         raise BookConfigError(
-            f"{where}: parameter {key!r} must be {want.__name__} (like {default!r}), "
+            f"{where}: parameter {key!r} must be {want.__name__} ({like}), "
             f"got {type(value).__name__} {value!r}"
         )
     return value

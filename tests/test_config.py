@@ -118,3 +118,22 @@ def test_cli_malformed_book(book_copy, capsys):
     assert main(["status"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "not valid YAML" in err
+
+
+def test_null_default_takes_its_type_from_the_presets(book_copy):
+    book = load_book(book_copy / "book.yml")
+    assert book.chapter("04").null_types == {"family_tokens_per_param": float}
+    assert (
+        book.resolve("04", "tiny", {"family_tokens_per_param": 8})["family_tokens_per_param"] == 8.0
+    )
+    with pytest.raises(BookConfigError, match="must be float \\(or null\\), got str 'ten'"):
+        book.resolve("04", "tiny", {"family_tokens_per_param": "ten"})
+
+    def bad(raw):
+        raw["presets"]["d12"]["chapters"]["04_scaling"]["family_tokens_per_param"] = [8]
+
+    edit_yaml(book_copy / "book.yml", bad)
+    with pytest.raises(
+        BookConfigError, match="'family_tokens_per_param' values of different types"
+    ):
+        load_book(book_copy / "book.yml")
