@@ -702,7 +702,7 @@ def add_dial_traces(fig: go.Figure, method: str, convention: str, fit, flops: fl
         fig.add_scatter(x=grid, y=drawn, line_color=color(b), **DOT)
     p = predicted(method, convention, fit, flops) if fit else EMPTY
     fig.add_scatter(x=p["n"], y=p["loss"], name="predicted at C", **BOLD)
-    text = {"text": [p["label"]], "mode": "markers+text", "textposition": "bottom center"}
+    text = {"text": [p["label"]], "mode": "markers+text", "textposition": "top center"}
     fig.add_scatter(
         x=[p["n_opt"]], y=[p["loss_opt"]], marker=STAR["marker"], name="optimum", **text
     )
