@@ -64,7 +64,7 @@ from nanolib import core
 from nanolib.device import autocast_context, peak_flops
 from nanolib.plots import OURS, PUBLISHED, figure
 from nanolib.runs import atomic_write_json, atomic_write_text, read_json, run_dir_for, start_chapter
-from nanolib.scaling import FAMILY_TOKENIZER
+from nanolib.scaling import family_tokenizer
 from nanolib.tokenizer import Tokenizer
 from nanolib.train import load_model
 
@@ -264,9 +264,8 @@ checkpoints = {f"ch03_d{meta['model']['n_layer']}": checkpoint_dir}
 checkpoints.update(
     {f"ch04_d{r.depth}": miniseries_dir / r.checkpoint for r in miniseries.itertuples()}
 )
-family_tokenizer = Tokenizer.load(miniseries_dir / FAMILY_TOKENIZER)  # the one it trained with
-tokenizers = {name: tokenizer if name.startswith("ch03") else family_tokenizer
-              for name in checkpoints}  # fmt: skip
+trained_with = family_tokenizer(miniseries_dir)  # the tokenizer the miniseries trained with
+tokenizers = {name: tokenizer if name.startswith("ch03") else trained_with for name in checkpoints}
 del model, scorer  # evaluate_checkpoints loads each model itself
 evaluated = core.evaluate_checkpoints(
     checkpoints,

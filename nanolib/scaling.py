@@ -1244,6 +1244,17 @@ MODELS_CSV = "models.csv"  # the family's table, inside its directory (chapter 5
 FAMILY_TOKENIZER = "tokenizer"  # the family's tokenizer, copied beside its models
 
 
+def family_tokenizer(family_dir: str | Path) -> Tokenizer:
+    """The tokenizer a family trained with, kept by `run_family` beside its models."""
+    path = Path(family_dir) / FAMILY_TOKENIZER
+    if not (path / RANKS_FILE).exists():
+        raise FileNotFoundError(
+            f"{family_dir} holds no {FAMILY_TOKENIZER}/ (a miniseries made before the family kept "
+            "its tokenizer); re-run chapter 04 (`nanobook run 04 --force`) to rebuild it"
+        )
+    return Tokenizer.load(path)
+
+
 def run_family(
     base: TrainConfig,
     depths: Iterable[int],

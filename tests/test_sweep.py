@@ -9,6 +9,7 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 import json
 import math
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from nanolib.scaling import (
     Dial,
     SweepFormatError,
     SweepPlanError,
+    family_tokenizer,
     fit_isoflop,
     plan_isoflop,
     read_sweep,
@@ -262,13 +264,16 @@ def test_family_writes_models_csv_of_loadable_checkpoints(tokenizer_dir, tmp_pat
         assert scaling_params(model, "matmul") == r.n_params_matmul
         assert r.flops == flops_per_token(model) * r.tokens
         assert r.tokens == pytest.approx(r.n_params_matmul, rel=0.5)  # one token per parameter
-    shipped = Tokenizer.load(tmp_path / FAMILY_TOKENIZER)  # the family carries its tokenizer
+    shipped = family_tokenizer(tmp_path)  # the family carries its tokenizer
     assert shipped.mergeable_ranks == Tokenizer.load(cfg.tokenizer_dir).mergeable_ranks
     assert meta["config"]["tokenizer_dir"] == str(tmp_path / FAMILY_TOKENIZER)
     again = run_family(cfg, [1, 2], 1.0, tmp_path)  # finished models: reported, not retrained
     pd.testing.assert_frame_equal(again.drop(columns="wall_s"), family.drop(columns="wall_s"))
     summary = json.loads((tmp_path / "d01" / "summary.json").read_text())
     assert summary["resumed_from"] == summary["num_steps"]
+    shutil.rmtree(tmp_path / FAMILY_TOKENIZER)  # a family made before it kept its tokenizer
+    with pytest.raises(FileNotFoundError, match="re-run chapter 04"):
+        family_tokenizer(tmp_path)
 
 
 LAW = {"E": 1.82, "A": 482.0, "B": 2085.0, "alpha": 0.348, "beta": 0.366}
