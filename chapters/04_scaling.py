@@ -96,6 +96,7 @@ from nanolib.scaling import (
     fit_approach3,
     fit_isoflop,
     load_chinchilla,
+    plan_family,
     plan_isoflop,
     run_family,
     run_sweep,
@@ -842,31 +843,26 @@ def fitted_ratio(depth: int) -> float:
 
 family_base = replace(base, eval_every=recipe["eval_every"])
 ratio = run.family_tokens_per_param or fitted_ratio
-family_plan = []
-for depth in run.family_depths:
-    r = ratio(depth) if callable(ratio) else ratio
-    p = plan(replace(family_base, depth=depth, tokens_per_param=r), vocab_size)
-    if depth not in speed:
-        speed[depth] = flops_per_s(replace(base, depth=depth), vocab_size)
-    family_plan.append({"depth": depth, "n_params_matmul": p.num_params, "tokens": p.tokens,
-                        "tokens_per_param": p.tokens_per_param, "flops": p.flops,
-                        "est_s": p.flops / speed[depth]})  # fmt: skip
-family_plan = pd.DataFrame(family_plan)
+for depth in sorted(set(run.family_depths) - set(speed)):  # depths the sweep did not time
+    speed[depth] = flops_per_s(replace(base, depth=depth), vocab_size)
+family_plan = plan_family(
+    family_base,
+    run.family_depths,
+    ratio,
+    vocab_size,
+    run.nproc,
+    flops_per_s=speed,
+    time_budget_s=limit,
+)
 family_est_s = family_plan.est_s.sum()
-if family_est_s > limit:
-    raise ValueError(
-        f"the miniseries would take ≈ {family_est_s:,.0f} s at the measured speed, over "
-        f"sweep_time_budget_s = {limit:,}: drop a depth from family_depths or set a smaller "
-        "family_tokens_per_param"
-    )
 print(f"{len(family_plan)} models, {family_plan.flops.sum():.3g} FLOPs, ≈ {family_est_s:.0f} s")
-family_plan.round({"tokens_per_param": 1, "est_s": 1})
+shown = ["depth", "n_params_matmul", "num_steps", "tokens", "tokens_per_param", "flops", "est_s"]
+family_plan[shown].round({"tokens_per_param": 1, "est_s": 1})
 
 # %%
 t0 = time.perf_counter()
 family = run_family(family_base, run.family_depths, ratio, family_dir, run.nproc)
-family_s = time.perf_counter() - t0
-print(f"{len(family)} models in {family_s:.0f} s → {family_dir / MODELS_CSV}")
+print(f"{len(family)} models in {time.perf_counter() - t0:.0f} s → {family_dir / MODELS_CSV}")
 family.round({"tokens_per_param": 2, "val_bpb": 4, "wall_s": 1})
 
 # %% [markdown]
@@ -1025,10 +1021,11 @@ for name in ("d12", "miniseries", "speedrun"):
     sweep_plan = plan_isoflop(gbase, *grid_, vocab, nproc, flops_per_s=rate)
     sweep_h = sweep_plan.est_s.sum() / 3600
     ratios = sorted({ch04["family_tokens_per_param"] or r for r in NANOCHAT_RATIOS})
-    family_h = []
-    for r in ratios:
-        models = [replace(gbase, depth=d, tokens_per_param=r) for d in ch04["family_depths"]]
-        family_h.append(sum(plan(m, vocab, nproc).flops for m in models) / rate / 3600)
+    family_h = [
+        plan_family(gbase, ch04["family_depths"], r, vocab, nproc, flops_per_s=rate).est_s.sum()
+        / 3600
+        for r in ratios
+    ]
     costs = [(sweep_h + h) * nproc * DOLLARS_PER_GPU_HOUR for h in family_h]
     gpu_rows[name] = {
         "sweep": f"{len(sweep_plan)} runs, {sweep_plan.flops.sum():.2g} FLOPs",

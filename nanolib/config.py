@@ -276,11 +276,9 @@ def _check_param(ch: Chapter, key: str, value: Any, where: str) -> Any:
         valid = ", ".join(sorted(ch.params)) or "(none)"
         raise BookConfigError(f"{where}: unknown parameter {key!r}; valid parameters: {valid}")
     default = ch.params[key]
-    if value is None:
+    want = type(default) if default is not None else ch.null_types.get(key)
+    if value is None or want is None:
         return value
-    if default is None and key not in ch.null_types:
-        return value
-    want = type(default) if default is not None else ch.null_types[key]
     ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         value, ok = float(value), True

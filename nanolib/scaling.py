@@ -27,9 +27,9 @@ Running a sweep: `plan_isoflop` turns budgets × depths into runs (steps, tokens
 FLOPs = `nanolib.model.flops_per_token` × tokens, and an estimated time from measured FLOP/s
 that a preset's time budget may refuse); `run_sweep` trains them through
 `nanolib.train.launch`, appending a row only when a run has finished, so a killed sweep
-continues where it stopped; `run_family` trains one model per depth at a tokens-per-parameter
-ratio (the miniseries). `Dial` reads a fitted L(N, D) along a depth dial whose FLOPs per token
-are not 6·N.
+continues where it stopped; `plan_family` and `run_family` plan and train one model per depth
+at a tokens-per-parameter ratio (the miniseries). `Dial` reads a fitted L(N, D) along a depth
+dial whose FLOPs per token are not 6·N.
 """
 
 from __future__ import annotations
@@ -1057,37 +1057,18 @@ def plan_isoflop(
     rows = []
     for budget, depth in pairs:
         cfg = replace(base, depth=depth, target_flops=budget, num_steps=None)
-        p = plan(cfg, vocab_size, nproc)
-        if p.num_steps <= cfg.warmup_steps:
+        row = {"budget": budget, **_plan_row(cfg, vocab_size, nproc)}
+        if row["num_steps"] <= cfg.warmup_steps:
             raise SweepPlanError(
-                f"budget {budget:.3g} at depth {depth} buys {p.num_steps} step(s) of "
+                f"budget {budget:.3g} at depth {depth} buys {row['num_steps']} step(s) of "
                 f"{cfg.batch_tokens:,} tokens, which ends inside the {cfg.warmup_steps}-step LR "
                 "warmup: raise the budget, drop the depth, or lower batch_tokens or warmup_steps"
             )
-        rows.append(
-            {
-                "budget": budget,
-                "depth": depth,
-                "d_model": p.model.d_model,
-                "n_head": p.model.n_head,
-                **{f"n_params_{c}": scaling_params(p.model, c) for c in CONVENTIONS},
-                "flops_per_token": p.flops_per_token,
-                "num_steps": p.num_steps,
-                "tokens": p.tokens,
-                "flops": p.flops,
-                "tokens_per_param": p.tokens_per_param,
-                "eval_flops": _eval_count(p.num_steps, cfg.eval_every)
-                * cfg.eval_tokens
-                * p.flops_per_token
-                / 3,  # a forward pass is about a third of a training step's FLOPs
-            }
-        )
+        rows.append(row)
     table = pd.DataFrame(rows)
     if flops_per_s is None:
         return table
-    rate = table["depth"].map(lambda d: _rate_for(flops_per_s, d))
-    table["est_s"] = (table["flops"] + table["eval_flops"]) / rate
-    total = float(table["est_s"].sum())
+    total = _estimate_time(table, flops_per_s)
     if time_budget_s is not None and total > time_budget_s:
         per_budget = table.groupby("budget")["est_s"].sum()
         per_depth = table.groupby("depth")["est_s"].sum()
@@ -1100,6 +1081,84 @@ def plan_isoflop(
             "preset with a faster device)"
         )
     return table
+
+
+def plan_family(
+    base: TrainConfig,
+    depths: Iterable[int],
+    tokens_per_param: float | Callable[[int], float],
+    vocab_size: int,
+    nproc: int = 1,
+    *,
+    flops_per_s: float | Mapping[int, float] | None = None,
+    time_budget_s: float | None = None,
+) -> pd.DataFrame:
+    """The models `run_family` would train: per depth, the model, steps, tokens and FLOPs.
+
+    The same columns as `plan_isoflop` without `budget`: each model is `base` at that depth
+    trained for tokens_per_param × N_matmul tokens (`tokens_per_param` may be a function of the
+    depth). With `flops_per_s`, `est_s` per model; a family whose total exceeds `time_budget_s`
+    raises SweepPlanError.
+    """
+    members = _family_members(base, depths, tokens_per_param)
+    table = pd.DataFrame([_plan_row(cfg, vocab_size, nproc) for cfg in members])
+    if flops_per_s is None:
+        return table
+    total = _estimate_time(table, flops_per_s)
+    if time_budget_s is not None and total > time_budget_s:
+        raise SweepPlanError(
+            f"the family needs ≈ {total:,.0f} s ({len(table)} models, "
+            f"{table['flops'].sum():.3g} FLOPs at the measured FLOP/s), over this preset's time "
+            f"budget of {time_budget_s:,.0f} s; its deepest model, depth {table['depth'].iloc[-1]}"
+            f", takes ≈ {table['est_s'].iloc[-1]:,.0f} s: drop a depth or train at fewer tokens "
+            "per parameter"
+        )
+    return table
+
+
+def _family_members(
+    base: TrainConfig, depths: Iterable[int], tokens_per_param: float | Callable[[int], float]
+) -> list[TrainConfig]:
+    """`base` at each depth (ascending), trained for tokens_per_param(depth) × N_matmul tokens."""
+    return [
+        replace(
+            base,
+            depth=depth,
+            tokens_per_param=float(
+                tokens_per_param(depth) if callable(tokens_per_param) else tokens_per_param
+            ),
+            num_steps=None,
+            target_flops=None,
+        )
+        for depth in sorted(int(d) for d in depths)
+    ]
+
+
+def _plan_row(cfg: TrainConfig, vocab_size: int, nproc: int) -> dict:
+    """One planned run: its model, N in each convention, steps, tokens, FLOPs, eval FLOPs."""
+    p = plan(cfg, vocab_size, nproc)
+    return {
+        "depth": cfg.depth,
+        "d_model": p.model.d_model,
+        "n_head": p.model.n_head,
+        **{f"n_params_{c}": scaling_params(p.model, c) for c in CONVENTIONS},
+        "flops_per_token": p.flops_per_token,
+        "num_steps": p.num_steps,
+        "tokens": p.tokens,
+        "flops": p.flops,
+        "tokens_per_param": p.tokens_per_param,
+        "eval_flops": _eval_count(p.num_steps, cfg.eval_every)
+        * cfg.eval_tokens
+        * p.flops_per_token
+        / 3,  # a forward pass is about a third of a training step's FLOPs
+    }
+
+
+def _estimate_time(table: pd.DataFrame, flops_per_s: float | Mapping[int, float]) -> float:
+    """Add `est_s` (training + evaluation at the achieved FLOP/s) to a plan; return the total."""
+    rate = table["depth"].map(lambda d: _rate_for(flops_per_s, d))
+    table["est_s"] = (table["flops"] + table["eval_flops"]) / rate
+    return float(table["est_s"].sum())
 
 
 def _rate_for(flops_per_s: float | Mapping[int, float], depth: int) -> float:
@@ -1274,25 +1333,16 @@ def run_family(
     is one self-contained artifact (chapter 5 scores its models with it).
     """
     family_dir = Path(family_dir)
-    tokenizer = Tokenizer.load(base.tokenizer_dir)
     copied = family_dir / FAMILY_TOKENIZER
     if not (copied / RANKS_FILE).exists() or file_hash(copied / RANKS_FILE) != file_hash(
         Path(base.tokenizer_dir) / RANKS_FILE
     ):
-        tokenizer.save(copied)
+        Tokenizer.load(base.tokenizer_dir).save(copied)
     base = replace(base, tokenizer_dir=str(copied))
     rows = []
-    for depth in sorted(int(d) for d in depths):
-        ratio = tokens_per_param(depth) if callable(tokens_per_param) else tokens_per_param
-        name = f"d{depth:02d}"
-        cfg = replace(
-            base,
-            depth=depth,
-            tokens_per_param=float(ratio),
-            num_steps=None,
-            target_flops=None,
-            out_dir=str(family_dir / name),
-        )
+    for member in _family_members(base, depths, tokens_per_param):
+        depth, name = member.depth, f"d{member.depth:02d}"
+        cfg = replace(member, out_dir=str(family_dir / name))
         summary = launch(cfg, nproc)
         model = GPTConfig(**read_json(family_dir / name / META)["model"])
         rows.append(

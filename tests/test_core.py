@@ -358,15 +358,14 @@ def test_core_task_labels_get_both_published_baselines(tmp_path):
 
 
 @pytest.fixture
-def bundle_zip(tmp_path, range_server):
+def bundle_zip(tmp_path_factory, range_server):
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         for p in sorted(core.tiny_bundle_dir().rglob("*")):
             if p.is_file():
                 z.write(p, Path("eval_bundle") / p.relative_to(core.tiny_bundle_dir()))
     data = buf.getvalue()
-    remote = tmp_path.parent / f"{tmp_path.name}-remote"  # outside the test's download folder
-    remote.mkdir()
+    remote = tmp_path_factory.mktemp("remote")  # outside the test's download folder
     (remote / "eval_bundle.zip").write_bytes(data)
     (remote / "broken.zip").write_bytes(data[:-100])
     return range_server(remote), data

@@ -34,6 +34,7 @@ from nanolib.scaling import (
     SweepPlanError,
     family_tokenizer,
     fit_isoflop,
+    plan_family,
     plan_isoflop,
     read_sweep,
     run_family,
@@ -252,6 +253,18 @@ def test_a_bad_row_in_the_csv_stops_the_runner_with_file_and_line(tokenizer_dir,
 # the miniseries and reading fits along a dial
 
 
+def test_family_plan_estimates_and_refuses_over_budget(tokenizer_dir):
+    cfg = base_config(tokenizer_dir, eval_every=5)
+    plan_ = plan_family(cfg, [2, 1], 4.0, VOCAB, flops_per_s={1: 1e9, 2: 2e9})
+    assert plan_.depth.tolist() == [1, 2]
+    assert (plan_.tokens == (4 * plan_.n_params_matmul / 1024).round() * 1024).all()
+    assert plan_.est_s.tolist() == pytest.approx(
+        ((plan_.flops + plan_.eval_flops) / [1e9, 2e9]).tolist()
+    )
+    with pytest.raises(SweepPlanError, match=r"the family needs ≈ .* depth 2, takes"):
+        plan_family(cfg, [1, 2], 4.0, VOCAB, flops_per_s=1e9, time_budget_s=plan_.est_s.min())
+
+
 def test_family_writes_models_csv_of_loadable_checkpoints(tokenizer_dir, tmp_path):
     cfg = base_config(tokenizer_dir)
     family = run_family(cfg, [2, 1], 1.0, tmp_path)
@@ -271,6 +284,9 @@ def test_family_writes_models_csv_of_loadable_checkpoints(tokenizer_dir, tmp_pat
     pd.testing.assert_frame_equal(again.drop(columns="wall_s"), family.drop(columns="wall_s"))
     summary = json.loads((tmp_path / "d01" / "summary.json").read_text())
     assert summary["resumed_from"] == summary["num_steps"]
+    planned = plan_family(cfg, [2, 1], lambda depth: 1.0, VOCAB)  # what run_family trained
+    cols = ["depth", *(f"n_params_{c}" for c in CONVENTIONS), "tokens", "flops"]
+    pd.testing.assert_frame_equal(planned[cols], family[cols])
     shutil.rmtree(tmp_path / FAMILY_TOKENIZER)  # a family made before it kept its tokenizer
     with pytest.raises(FileNotFoundError, match="re-run chapter 04"):
         family_tokenizer(tmp_path)
