@@ -81,14 +81,14 @@ def group_advantages(
 
 
 def policy_gradient_weights(
-    masks: Sequence[Sequence[int]], advantages: Sequence[float] | torch.Tensor, num_tokens: int
+    masks: Sequence[Sequence[int]], advantages: Sequence[float] | torch.Tensor, num_tokens: float
 ) -> list[list[float]]:
     """Per completion token: advantage / num_tokens where the model sampled it, else 0."""
     advantages = torch.as_tensor(advantages, dtype=torch.float64).tolist()
     if len(masks) != len(advantages):
         raise ValueError(f"{len(masks)} masks but {len(advantages)} advantages")
-    if num_tokens < 1:
-        raise ValueError(f"num_tokens must be ≥ 1, got {num_tokens}")
+    if num_tokens <= 0:
+        raise ValueError(f"num_tokens must be > 0, got {num_tokens}")
     return [[a / num_tokens if m else 0.0 for m in mask] for mask, a in zip(masks, advantages)]
 
 
@@ -162,7 +162,11 @@ def score_tokens(
 
 
 def kl_weights(
-    logp: torch.Tensor, ref_logp: torch.Tensor, sampled: torch.Tensor, beta: float, num_tokens: int
+    logp: torch.Tensor,
+    ref_logp: torch.Tensor,
+    sampled: torch.Tensor,
+    beta: float,
+    num_tokens: float,
 ) -> torch.Tensor:
     """Cross-entropy weights whose gradient is that of β·(k3 estimate of KL(π ‖ π_ref)) / N."""
     ratio = torch.exp(ref_logp - logp)
