@@ -94,6 +94,7 @@ class RLConfig:
     task_options: dict[str, Any] | None = None  # passed to load_task (data_files, seed, sizes)
     train_split: str = "train"
     eval_split: str = "test"
+    problems: list[int] | None = None  # indices into the training split to use (None: all)
     # Horizon: num_steps, else num_epochs passes over the training problems.
     num_steps: int | None = None
     num_epochs: float = 1.0
@@ -199,6 +200,10 @@ def _load_tasks(cfg: RLConfig) -> tuple[Task, Task]:
     for task in (train, held_out):
         if task.kind != "generative":
             raise TrainingError(f"RL needs a generative task with answers; {cfg.task!r} is not")
+    if cfg.problems is not None:
+        if not cfg.problems:
+            raise TrainingError("problems is an empty list: give some indices, or None for all")
+        train = train.select(cfg.problems)  # IndexError names the task and its size
     return train, held_out
 
 
@@ -386,6 +391,8 @@ def train_rl(cfg: RLConfig, *, progress: bool = True) -> dict[str, Any] | None:
     source = RolloutSource(cfg, p, tokenizer, train, device, reward, reference, say)
 
     def evaluate(step: int, model: nn.Module) -> dict[str, Any]:
+        if not p.eval_problems:
+            return {}
         engine = Engine(model, tokenizer, TOOLSETS[cfg.tools])
         result = evaluate_problems(
             engine,
