@@ -17,16 +17,8 @@ import jupytext
 import nbformat
 
 from nanolib.config import Book, load_book
-from nanolib.runs import (
-    MANIFEST,
-    atomic_write_json,
-    now_iso,
-    read_json,
-    replace_dir,
-    run_dir_for,
-    run_state,
-    runs_root,
-)
+from nanolib.files import atomic_write_json, read_json, replace_dir
+from nanolib.runs import MANIFEST, now_iso, run_dir_for, run_state, runs_root
 
 
 class ChapterFailedError(RuntimeError):
