@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import threading
 import time
 
 import yaml
 
 from nanolib.config import BookConfigError, load_book
+from nanolib.procs import AlreadyRunningError, Interrupted, raise_on_signals
 from nanolib.runs import ArtifactMissingError, run_state
 
 
@@ -122,20 +126,43 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `nanobook` console script."""
+    """Entry point of the `nanobook` console script: every error is one line on stderr."""
     args = build_parser().parse_args(argv)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = raise_on_signals(signal.SIGTERM, signal.SIGHUP)  # stop chapters as Ctrl-C does
     try:
-        return args.func(args)
+        rc = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return rc
     except (BookConfigError, ArtifactMissingError) as e:
         print(f"nanobook: error: {e}", file=sys.stderr)
         return 2
+    except AlreadyRunningError as e:
+        print(f"nanobook: refused: {e}", file=sys.stderr)
+        return 3
+    except BrokenPipeError:
+        # the reader went away (`nanobook status | head`): stop quietly, as other tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except KeyboardInterrupt as e:
+        signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+        print(f"nanobook: stopped by {signal.Signals(signum).name}", file=sys.stderr)
+        return 128 + signum
     except Exception as e:
-        from nanolib.execute import ChapterFailedError
+        from nanolib.execute import ChapterFailedError, ChapterInterruptedError
 
+        if isinstance(e, ChapterInterruptedError):
+            print(f"nanobook: {e}", file=sys.stderr)
+            return 128 + e.signum
         if isinstance(e, ChapterFailedError):
             print(f"nanobook: error: {e}", file=sys.stderr)
             return 1
         raise
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 if __name__ == "__main__":
