@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -95,6 +96,24 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_params(args: argparse.Namespace) -> int:
+    """Print a chapter's resolved parameters at a preset, each with its source and range."""
+    from nanolib.config import RANGES
+
+    book = load_book()
+    ch = book.chapter(args.chapter)
+    rows = [
+        (k, json.dumps(v), src, str(RANGES[k]) if k in RANGES else "")
+        for k, v, src in book.explain(ch.slug, args.preset, _parse_overrides(args.param))
+    ]
+    print(f"chapter {ch.number} {ch.title!r} at preset {args.preset!r}:")
+    head = ("parameter", "value", "from", "allowed")
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(3)]
+    for r in [head, *rows]:
+        print("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[3])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `nanobook`."""
     p = argparse.ArgumentParser(prog="nanobook", description=__doc__)
@@ -118,6 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", default=None)
     m.add_argument("--log-output", action="store_true")
     m.set_defaults(func=cmd_make)
+
+    pa = sub.add_parser(
+        "params", help="a chapter's parameters at a preset: value, where it comes from, range"
+    )
+    pa.add_argument("chapter", help="chapter number or slug")
+    pa.add_argument("--preset", default="tiny")
+    pa.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"))
+    pa.set_defaults(func=cmd_params)
 
     s = sub.add_parser("status", help="show each chapter's run state")
     s.add_argument("--preset", default=None)
