@@ -296,6 +296,17 @@ def artifact(name: str, preset: str, book: Book | None = None) -> Path:
     return path
 
 
+def remake_hint(path: str | Path) -> str:
+    """How to make a damaged artifact again: the command of the chapter whose run holds it."""
+    try:
+        rel = Path(path).resolve().relative_to(runs_root().resolve())
+        preset, folder = rel.parts[0], rel.parts[1]
+    except (ValueError, IndexError):
+        return "re-run the chapter that made it"
+    slug = folder.lstrip(".").split(".")[0]  # a run folder, or a work folder `.NN_slug.partial`
+    return f"re-run `nanobook run {slug.split('_')[0]} --preset {preset} --force`"
+
+
 @contextmanager
 def atomic_dir(final: Path):
     """Yield a temp sibling directory; on success it replaces `final` in one rename step."""

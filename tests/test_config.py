@@ -225,3 +225,18 @@ def test_params_prints_values_with_their_source(book_copy, capsys):
     assert rows["max_chars"][1:4] == ["200000", "preset", "smoke"]
     assert rows["seed"][1:5] == ["0", "book.yml", "default", "≥"]
     assert rows["data"][-2:] == ["tiny,", "fineweb-edu"]
+
+
+@pytest.mark.parametrize("chapter", ["01", "02"])
+def test_papermill_shows_each_parameter_with_its_type(chapter):
+    """`papermill --help-notebook` names a type for every parameter, the one book.yml gives it."""
+    import papermill
+
+    book = load_book(ROOT / "book.yml")
+    ch = book.chapter(chapter)
+    shown = papermill.inspect_notebook(str(ch.notebook))
+    want = {k: type(v).__name__ for k, v in ch.params.items()}
+    want.update(preset="str", run_dir="str")
+    got = {k: p["inferred_type_name"] for k, p in shown.items()}
+    assert got == want
+    assert all(p["help"] for p in shown.values())

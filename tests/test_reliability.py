@@ -246,3 +246,91 @@ def test_chapter_failure_is_one_line_with_the_traceback_in_a_log(book):
     out, err = status.communicate(timeout=60)
     row = next(line for line in out.splitlines() if line.startswith("02"))
     assert " failed" in row and "missing" not in row
+
+
+# Loaded by every Python process of a run (PYTHONPATH): any connection or name lookup outside
+# this machine is recorded and refused.
+NO_NETWORK = """
+import os, socket
+
+_log = os.environ["NANOBOOK_TEST_NET_LOG"]
+with open(_log + ".loaded", "a") as f:
+    f.write(f"{os.getpid()}\\n")
+_LOCAL = {None, "", "localhost", "127.0.0.1", "::1", "0.0.0.0"}
+
+
+def _refuse(what):
+    with open(_log, "a") as f:
+        f.write(f"{os.getpid()} {what}\\n")
+    raise OSError(f"network disabled by the test: {what}")
+
+
+def _local(sock, address):
+    return sock.family == socket.AF_UNIX or (isinstance(address, tuple) and address[0] in _LOCAL)
+
+
+_connect, _connect_ex, _getaddrinfo = (
+    socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo)
+
+
+def connect(self, address):
+    return _connect(self, address) if _local(self, address) else _refuse(f"connect {address!r}")
+
+
+def connect_ex(self, address):
+    return _connect_ex(self, address) if _local(self, address) else _refuse(f"connect {address!r}")
+
+
+def getaddrinfo(host, *args, **kwargs):
+    if host in _LOCAL:
+        return _getaddrinfo(host, *args, **kwargs)
+    return _refuse(f"getaddrinfo {host!r}")
+
+
+socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo = (
+    connect, connect_ex, getaddrinfo)
+"""
+
+
+def test_smoke_chapters_make_no_network_attempt(tmp_path):
+    """Chapters 01 and 02 at smoke, with none of the HF offline switches set, try no connection."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(NO_NETWORK)
+    log = tmp_path / "net.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "NANOBOOK_"))}
+    env.update(
+        PYTHONPATH=f"{tmp_path / 'site'}{os.pathsep}{ROOT}",
+        NANOBOOK_RUNS=str(tmp_path / "runs"),
+        NANOBOOK_TEST_NET_LOG=str(log),
+        HF_HOME=str(tmp_path / "hf"),  # a fresh cache, as a new user has
+    )
+    cli = subprocess.run(
+        [sys.executable, "-m", "nanolib.cli", "run", "01", "02", "--preset", "smoke"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert cli.returncode == 0, cli.stderr
+    loaded = set(Path(f"{log}.loaded").read_text().split())
+    assert len(loaded) >= 5  # nanobook, and a chapter process and a kernel per chapter
+    assert not log.exists(), log.read_text()
+
+
+def test_a_tokenizer_smaller_than_asked_fails_the_chapter(tmp_path):
+    env = dict(os.environ, NANOBOOK_RUNS=str(tmp_path / "runs"), PYTHONPATH=str(ROOT))
+    env.pop("NANOBOOK_ROOT", None)
+    cli = subprocess.run(
+        [sys.executable, "-m", "nanolib.cli", "run", "01", "--preset", "smoke"]
+        + ["-p", "max_chars", "200"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert cli.returncode == 1
+    lines = cli.stderr.strip().splitlines()
+    assert len(lines) == 1 and "asked for a 512-id tokenizer, but 200 characters" in lines[0]
+    assert not (tmp_path / "runs/smoke/01_tokenizer").exists()
