@@ -35,9 +35,10 @@ node_modules/.installed: package.json package-lock.json
 lab: setup                        ## open the chapters in JupyterLab
 	$(BIN)/jupyter lab chapters/
 
-bench: setup                      ## side-by-side ratios: tokenizers, training throughput
+bench: setup                      ## side-by-side ratios: tokenizers, training throughput, inference
 	$(BIN)/python bench/tokenizer.py
 	$(BIN)/python bench/train_throughput.py
+	$(BIN)/python bench/inference.py
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

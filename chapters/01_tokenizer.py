@@ -119,7 +119,7 @@ def teach_bpe(text: str, n_merges: int, pattern: str) -> list[tuple[int, int]]:
 # learn the same tokens in the same order.
 
 # %%
-small_text = "".join(iter_texts(run.data, "train", max_chars=20_000))
+small_text = "".join(iter_texts(run.p.data, "train", max_chars=20_000))
 n_merges = 100
 teach = teach_bpe(small_text, n_merges, SPLIT_PATTERNS["gpt4"])
 vocab = {i: bytes([i]) for i in range(256)}
@@ -164,12 +164,12 @@ for name, pattern in SPLIT_PATTERNS.items():
 
 # %%
 t0 = time.time()
-texts = iter_texts(run.data, "train", max_chars=run.max_chars, doc_cap=run.doc_cap)
-tokenizer = Tokenizer.train(texts, run.vocab_size)
+texts = iter_texts(run.p.data, "train", max_chars=run.p.max_chars, doc_cap=run.p.doc_cap)
+tokenizer = Tokenizer.train(texts, run.p.vocab_size)
 train_time_s = time.time() - t0
-if tokenizer.vocab_size != run.vocab_size:
+if tokenizer.vocab_size != run.p.vocab_size:
     raise RuntimeError(
-        f"asked for a {run.vocab_size:,}-id tokenizer, but {run.max_chars:,} characters of text "
+        f"asked for a {run.p.vocab_size:,}-id tokenizer, but {run.p.max_chars:,} characters of text "
         f"ran out of pairs to merge at {tokenizer.vocab_size:,} ids; raise max_chars"
     )
 tokenizer.save(run.path("tokenizer"))
@@ -200,7 +200,7 @@ fig.show()
 # single token (with their leading space); rare words break into pieces.
 
 # %%
-val_text = "".join(iter_texts(run.data, "val", max_chars=400))[:400]
+val_text = "".join(iter_texts(run.p.data, "val", max_chars=400))[:400]
 colours = ["#fde2e4", "#e2ece9", "#dfe7fd", "#fff1c1", "#e8dff5"]
 spans = [
     f'<span style="background:{colours[k % 5]}">{tokenizer.decode([i])}</span>'
@@ -246,11 +246,13 @@ print(f"all {len(awkward)} awkward strings round-trip")
 # measure bytes per token on the **held-out** split.
 
 # %%
-val_docs = list(iter_texts(run.data, "val", max_chars=2_000_000))
-sweep_text = list(iter_texts(run.data, "train", max_chars=run.sweep_max_chars, doc_cap=run.doc_cap))
+val_docs = list(iter_texts(run.p.data, "val", max_chars=2_000_000))
+sweep_text = list(
+    iter_texts(run.p.data, "train", max_chars=run.p.sweep_max_chars, doc_cap=run.p.doc_cap)
+)
 rows = []
 for name, pattern in SPLIT_PATTERNS.items():
-    for v in run.sweep_vocab_sizes:
+    for v in run.p.sweep_vocab_sizes:
         tok = Tokenizer.train(sweep_text, v, pattern=pattern)
         if tok.vocab_size != v:
             raise RuntimeError(
@@ -288,7 +290,7 @@ fig.show()
 # vocabularies, so read them as the far end of our curve, not as a like-for-like comparison.
 
 # %%
-at = max(run.sweep_vocab_sizes)
+at = max(run.p.sweep_vocab_sizes)
 gain = table.loc[at, "gpt4"] / table.loc[at, "gpt2"] - 1
 print(f"at vocab {at:,} the GPT-4 split gives {gain:+.1%} bytes per token vs GPT-2's on our text")
 

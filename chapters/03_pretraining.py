@@ -67,7 +67,6 @@ run_dir = None  # None: runs/<preset>/03_pretraining
 
 # %%
 import html
-import json
 import math
 from itertools import islice
 
@@ -75,8 +74,9 @@ import pandas as pd
 import torch
 from IPython.display import HTML, display
 
+from nanolib.checkpoint import CONFIG, read_meta, read_metrics
 from nanolib.data import TokenLoader
-from nanolib.device import peak_flops
+from nanolib.device import ASSUMED_MFU, DOLLARS_PER_GPU_HOUR, gpu_cost
 from nanolib.model import GPT, estimate_memory
 from nanolib.optim import build_optimizer
 from nanolib.plots import OURS, figure
@@ -87,9 +87,10 @@ from nanolib.train import (
     launch,
     lr_multiplier,
     plan,
-    read_metrics,
+    recipe_for,
     torchrun_command,
     val_batches,
+    vocab_size_for,
 )
 
 run = start_chapter("03_pretraining", preset, globals())
@@ -113,7 +114,7 @@ print(run.summary())
 # rows of 256, and cropping would discard most of it. Here are the first rows, `⟨bos⟩` in red:
 
 # %%
-loader = TokenLoader(tokenizer, run.data, "train", batch_size=4, seq_len=run.seq_len)
+loader = TokenLoader(tokenizer, run.p.data, "train", batch_size=4, seq_len=run.p.seq_len)
 x, y = next(iter(loader))
 assert (x[:, 0] == tokenizer.bos_id).all() and torch.equal(x[:, 1:], y[:, :-1])
 print(f"inputs {tuple(x.shape)}, targets {tuple(y.shape)}; position now {loader.state_dict()}")
@@ -142,7 +143,9 @@ display(HTML(f'<div style="font-family:monospace;white-space:pre-wrap">{"".join(
 # %%
 def first_rows(n: int, rank: int = 0, world_size: int = 1, state: dict | None = None) -> list:
     """The first n rows a rank's loader yields, from a saved position if one is given."""
-    ld = TokenLoader(tokenizer, run.data, "train", 1, run.seq_len, rank=rank, world_size=world_size)
+    ld = TokenLoader(
+        tokenizer, run.p.data, "train", 1, run.p.seq_len, rank=rank, world_size=world_size
+    )
     if state:
         ld.load_state_dict(state)
     return [x[0].tolist() for x, _ in islice(ld, n)]
@@ -297,9 +300,9 @@ def bigram_bpb(keys, counts, x, y, k: float, vocab_size: int) -> float:
 
 
 # %%
-seen = min(summary["tokens"], run.bigram_max_tokens or summary["tokens"]) // run.seq_len  # rows
+seen = min(summary["tokens"], run.p.bigram_max_tokens or summary["tokens"]) // run.p.seq_len  # rows
 chunk = 4096  # rows counted at a time
-rows_seen = TokenLoader(tokenizer, run.data, "train", batch_size=chunk, seq_len=run.seq_len)
+rows_seen = TokenLoader(tokenizer, run.p.data, "train", batch_size=chunk, seq_len=run.p.seq_len)
 batches = ((x[:n], y[:n]) for (x, y), n in zip(rows_seen, range(seen, 0, -chunk)))
 keys, counts = count_bigrams(batches, tokenizer.vocab_size)
 ks = [0.003, 0.01, 0.03, 0.1, 0.3, 1.0]
@@ -307,7 +310,7 @@ baseline = pd.Series(
     {k: bigram_bpb(keys, counts, val_x, val_y, k, tokenizer.vocab_size) for k in ks}
 )
 bigram, model_bpb = baseline.min(), summary["val_bpb"]
-print(f"bigram counts from {seen * run.seq_len:,} tokens: {len(keys):,} distinct pairs")
+print(f"bigram counts from {seen * run.p.seq_len:,} tokens: {len(keys):,} distinct pairs")
 print(f"val bpb: bigram {bigram:.4f} (best k = {baseline.idxmin()}), model {model_bpb:.4f}")
 verdict = "beats" if model_bpb < bigram else "does NOT beat"
 print(f"the model {verdict} the bigram baseline by {bigram - model_bpb:+.3f} bpb")
@@ -380,7 +383,7 @@ pd.DataFrame(summary["samples"]).style.set_properties(
 # step as a run that was never interrupted. Chapters 5–8 load the weights from here.
 
 # %%
-meta = json.loads((out_dir / "meta.json").read_text())
+meta = read_meta(out_dir)
 print(sorted(f.name for f in out_dir.iterdir()))
 {k: meta[k] for k in ("step", "num_steps", "loader", "val_bpb")}
 
@@ -396,7 +399,7 @@ print(sorted(f.name for f in out_dir.iterdir()))
 # rank fails, `launch` raises with that rank's error. The command at 8 GPUs:
 
 # %%
-print(" ".join(torchrun_command(out_dir / "config.json", 8, "<log dir>")))
+print(" ".join(torchrun_command(out_dir / CONFIG, 8, "<log dir>")))
 
 # %% [markdown]
 # ## The GPU presets
@@ -404,19 +407,16 @@ print(" ".join(torchrun_command(out_dir / "config.json", 8, "<log dir>")))
 # The same plan at the GPU presets, from book.yml. Their hyper-parameters are nanochat's reference
 # values: d12 with a batch of 2¹⁹ tokens and 12 tokens per parameter; depth 20 and 24 with a batch
 # of 2²⁰ and every learning rate × √2 (nanochat scales them with √batch), Muon's weight decay
-# 0.28 · √(B / 2¹⁹) · (D_ref / D). The time assumes 40% MFU on H100s; the cost, $3 per GPU-hour.
+# 0.28 · √(B / 2¹⁹) · (D_ref / D). The time and cost come from `nanolib.device.gpu_cost`, at the
+# book's assumed MFU on H100s and price per GPU-hour:
 
 # %%
-ASSUMED_MFU, DOLLARS_PER_GPU_HOUR = 0.40, 3.0
-h100 = peak_flops("NVIDIA H100 80GB HBM3")
+print(f"assumed: {ASSUMED_MFU:.0%} MFU, ${DOLLARS_PER_GPU_HOUR:g} per GPU-hour")
 gpu_rows = {}
 for name in ("d12", "miniseries", "speedrun"):
-    nproc = run.book.preset(name).nproc
-    gcfg = TrainConfig.from_params(
-        run.book.resolve("03_pretraining", name), out_dir="", tokenizer_dir=""
-    )
-    gplan = plan(gcfg, run.book.resolve("01_tokenizer", name)["vocab_size"], nproc)
-    hours = gplan.flops / (h100 * ASSUMED_MFU * nproc) / 3600
+    nproc, gcfg = run.book.preset(name).nproc, recipe_for(run.book, name)
+    gplan = plan(gcfg, vocab_size_for(run.book, name), nproc)
+    cost = gpu_cost(gplan.flops, gpus=nproc)
     gpu_rows[name] = {
         "depth": gcfg.depth,
         "N": f"{gplan.num_params / 1e6:.0f} M",
@@ -425,8 +425,8 @@ for name in ("d12", "miniseries", "speedrun"):
         "FLOPs": f"{gplan.flops:.2g}",
         "GPUs": nproc,
         "GiB per GPU (est.)": f"{estimate_memory(gplan.model, gcfg.device_batch_size) / 2**30:.0f}",
-        "hours": f"{hours:.1f}",
-        "cost": f"${hours * nproc * DOLLARS_PER_GPU_HOUR:.1f}",
+        "hours": f"{cost['hours']:.1f}",
+        "cost": f"${cost['dollars']:.1f}",
     }
 pd.DataFrame(gpu_rows).T
 

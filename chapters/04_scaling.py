@@ -65,7 +65,6 @@ seed = None
 run_dir = None  # None: runs/<preset>/04_scaling
 
 # %%
-import importlib.util
 import math
 import os
 import time
@@ -80,14 +79,14 @@ import torch
 from IPython.display import display
 from plotly.colors import qualitative
 
+from nanolib.checkpoint import read_metrics
 from nanolib.data import iter_texts
-from nanolib.device import peak_flops
+from nanolib.device import ASSUMED_MFU, DOLLARS_PER_GPU_HOUR, gpu_cost
 from nanolib.model import CONVENTIONS
 from nanolib.plots import OURS, PUBLISHED, figure
 from nanolib.runs import start_chapter
 from nanolib.scaling import (
     DATA_DIR,
-    MODELS_CSV,
     PARAM_NAMES,
     Approach3Fit,
     Dial,
@@ -96,18 +95,25 @@ from nanolib.scaling import (
     fit_approach3,
     fit_isoflop,
     load_chinchilla,
+)
+from nanolib.sweep import (
+    MODELS_CSV,
+    SWEEP_CSV,
+    fitted_family_ratio,
+    measure_flops_per_s,
     plan_family,
     plan_isoflop,
     run_family,
     run_sweep,
+    sweep_base,
 )
-from nanolib.tokenizer import Tokenizer
-from nanolib.train import TrainConfig, plan, read_metrics
+from nanolib.tokenizer import META_FILE, Tokenizer
+from nanolib.train import plan, recipe_for, vocab_size_for
 
 run = start_chapter("04_scaling", preset, globals())
-if run.device == "cpu" and run.cpu_threads:
-    torch.set_num_threads(run.cpu_threads)  # why one thread: see "Planning from measured speed"
-recipe = run.book.resolve("03_pretraining", preset)  # chapter 3's data, context and optimiser
+if run.device == "cpu" and run.p.cpu_threads:
+    torch.set_num_threads(run.p.cpu_threads)  # why one thread: see "Planning from measured speed"
+recipe = recipe_for(run.book, preset)  # chapter 3's data, context and optimiser
 tokenizer_dir = run.artifact("tokenizer")
 print(run.summary())
 
@@ -210,11 +216,10 @@ fig.show()
 
 # %%
 t0 = time.perf_counter()
-chin3 = fit_approach3(chinchilla.N, chinchilla.D, chinchilla.loss, n_bootstrap=run.n_bootstrap)
+chin3 = fit_approach3(chinchilla.N, chinchilla.D, chinchilla.loss, n_bootstrap=run.p.n_bootstrap)
 chin3_s = time.perf_counter() - t0
-print(
-    f"4,500 starts + {run.n_bootstrap:,} bootstrap refits on {chin3.n_points} runs: {chin3_s:.1f} s"
-)
+n_boot = run.p.n_bootstrap
+print(f"4,500 starts + {n_boot:,} bootstrap refits on {chin3.n_points} runs: {chin3_s:.1f} s")
 epoch_est, hoffmann = published("epoch", "epoch_estimate"), published("chinchilla", "eq10_rounded")
 compare = pd.DataFrame(
     {
@@ -293,10 +298,10 @@ fig.show()
 
 # %%
 t0 = time.perf_counter()
-chin2 = fit_isoflop(chinchilla, n_col="N", loss_col="loss", n_bootstrap=run.n_bootstrap)
+chin2 = fit_isoflop(chinchilla, n_col="N", loss_col="loss", n_bootstrap=run.p.n_bootstrap)
 chin2_s = time.perf_counter() - t0
 table2 = published("chinchilla", "approach_2")
-print(f"Approach 2 with {run.n_bootstrap:,} bootstrap refits: {chin2_s:.2f} s")
+print(f"Approach 2 with {run.p.n_bootstrap:,} bootstrap refits: {chin2_s:.2f} s")
 ratio_1e21 = with_interval(chin2.tokens_per_param(1e21), chin2.tokens_per_param_interval(1e21))
 pd.DataFrame(
     {
@@ -344,17 +349,15 @@ fig.show()
 
 # %%
 sweep_dir = run.path("sweep")  # this chapter's `sweep` artifact
-sweep_tokenizer_dir = sweep_dir / "tokenizer" if run.sweep_vocab_size else tokenizer_dir
-if run.sweep_vocab_size and not (sweep_tokenizer_dir / "tokenizer.json").exists():
-    ch01 = run.book.resolve("01_tokenizer", preset)  # chapter 1's recipe, a smaller vocabulary
-    texts = iter_texts(recipe["data"], "train", ch01["max_chars"], ch01["doc_cap"])
-    Tokenizer.train(texts, run.sweep_vocab_size).save(sweep_tokenizer_dir)
+sweep_tokenizer_dir = sweep_dir / "tokenizer" if run.p.sweep_vocab_size else tokenizer_dir
+if run.p.sweep_vocab_size and not (sweep_tokenizer_dir / META_FILE).exists():
+    # chapter 1's recipe, a smaller vocabulary
+    tok = run.book.resolve(run.book.producer_of("tokenizer").slug, preset)
+    texts = iter_texts(recipe.data, "train", tok["max_chars"], tok["doc_cap"])
+    Tokenizer.train(texts, run.p.sweep_vocab_size).save(sweep_tokenizer_dir)
 vocab_size = Tokenizer.load(sweep_tokenizer_dir).vocab_size
-sized = ("aspect_ratio", "head_dim", "batch_tokens", "device_batch_size", "warmup_steps")
-sweep_recipe = {**recipe, **{k: run.params[k] for k in (*sized, "eval_tokens", "seed")}}
-sweep_recipe.update(checkpoint_every=run.checkpoint_every, eval_every=0, num_samples=0)
-base = TrainConfig.from_params(
-    sweep_recipe, out_dir="", tokenizer_dir=str(sweep_tokenizer_dir), device=run.device
+base = sweep_base(
+    run.book, preset, run.params, tokenizer_dir=str(sweep_tokenizer_dir), device=run.device
 )
 dial = Dial.of(vocab_size, base.seq_len, base.aspect_ratio, base.head_dim)
 print(f"vocabulary {vocab_size:,}; the dial's first depths:")
@@ -363,8 +366,9 @@ dial.table.head(8).set_index("depth")
 # %% [markdown]
 # ### Planning from measured speed
 #
-# A plan is only useful if it finishes. We time a few training steps of each depth with the
-# throughput bench (`bench/train_throughput.py`: the training step on random tokens), turn
+# A plan is only useful if it finishes. We time a few training steps of each depth on random
+# tokens (`nanolib.sweep.measure_flops_per_s`, the measurement `bench/train_throughput.py`
+# prints too), turn
 # tokens per second into achieved FLOP/s, and let the planner estimate every run — training
 # plus evaluations. A plan over this preset's time budget (`sweep_time_budget_s`) is refused,
 # with the numbers to change, before anything trains. Note how few FLOP/s the smallest models
@@ -372,33 +376,25 @@ dial.table.head(8).set_index("depth")
 # overheads that a FLOPs count ignores — so at a fixed budget the *smallest* model is the
 # slowest run.
 
+
 # %%
-bench_file = DATA_DIR.parent / "bench" / "train_throughput.py"  # beside nanolib in the checkout
-spec = importlib.util.spec_from_file_location("bench", bench_file)
-bench = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(bench)
+def flops_per_s(cfg) -> float:
+    """Achieved training FLOP/s of a config on this run's device and processes."""
+    return measure_flops_per_s(cfg, vocab_size, run.device, run.nproc)
 
 
-def flops_per_s(cfg: TrainConfig, vocab: int) -> float:
-    """Achieved training FLOP/s of a config, timed by the bench (per process × processes)."""
-    one_batch = replace(cfg, batch_tokens=cfg.device_batch_size * cfg.seq_len)
-    p = plan(one_batch, vocab)
-    measured = bench.measure(one_batch, p, run.device, steps=5, compile_model=False)
-    return measured["tokens_per_s"] * p.flops_per_token * run.nproc
-
-
-per_budget = run.sweep_depths
+per_budget = run.p.sweep_depths
 if not isinstance(per_budget[0], list):  # one list for every budget
-    per_budget = [per_budget] * len(run.sweep_budgets)
+    per_budget = [per_budget] * len(run.p.sweep_budgets)
 depths = sorted({d for ds in per_budget for d in ds})
-speed = {d: flops_per_s(replace(base, depth=d), vocab_size) for d in depths}
+speed = {d: flops_per_s(replace(base, depth=d)) for d in depths}
 pd.Series(speed, name="achieved FLOP/s").rename_axis("depth").to_frame().T.map("{:.2e}".format)
 
 # %%
-limit = run.sweep_time_budget_s
+limit = run.p.sweep_time_budget_s
 planned = plan_isoflop(
     base,
-    run.sweep_budgets,
+    run.p.sweep_budgets,
     per_budget,
     vocab_size,
     run.nproc,
@@ -436,7 +432,7 @@ def color(budget: float) -> str:
     return COLORS[budgets.index(budget) % len(COLORS)]
 
 
-print(f"{len(sweep)} runs in {sweep_dir / 'sweep.csv'}; this call took {sweep_s:.0f} s")
+print(f"{len(sweep)} runs in {sweep_dir / SWEEP_CSV}; this call took {sweep_s:.0f} s")
 
 # %% [markdown]
 # ## U-shaped curves and Approach 2
@@ -452,7 +448,7 @@ print(f"{len(sweep)} runs in {sweep_dir / 'sweep.csv'}; this call took {sweep_s:
 # %%
 t0 = time.perf_counter()
 fits2 = {
-    c: fit_isoflop(sweep, f"n_params_{c}", tokens_col="tokens", n_bootstrap=run.n_bootstrap)
+    c: fit_isoflop(sweep, f"n_params_{c}", tokens_col="tokens", n_bootstrap=run.p.n_bootstrap)
     for c in CONVENTIONS
 }
 fit2_s = time.perf_counter() - t0
@@ -489,7 +485,7 @@ optima[shown].round({"d_opt": 0, "loss_opt": 4})
 t0 = time.perf_counter()
 fits3 = {
     c: fit_approach3(
-        sweep[f"n_params_{c}"], sweep.tokens, sweep.val_bpb, n_bootstrap=run.n_bootstrap
+        sweep[f"n_params_{c}"], sweep.tokens, sweep.val_bpb, n_bootstrap=run.p.n_bootstrap
     )
     for c in CONVENTIONS
 }
@@ -830,24 +826,16 @@ family_dir = run.path("miniseries")  # this chapter's `miniseries` artifact
 
 def fitted_ratio(depth: int) -> float:
     """Approach 2's ratio at the compute a model of this depth spends when trained at it."""
-    row = dial.table.set_index("depth").loc[depth]
-    ratio = fit2.tokens_per_param(c_mid)
-    for _ in range(20):  # the ratio depends (weakly) on C, and C on the ratio
-        ratio = fit2.tokens_per_param(row.flops_per_token * ratio * row.matmul)
-    if not np.isfinite(ratio):
-        raise ValueError(
-            "the sweep gave no ratio (see the warnings above); set family_tokens_per_param"
-        )
-    return float(ratio)
+    return fitted_family_ratio(fit2, dial, depth, start_flops=c_mid)
 
 
-family_base = replace(base, eval_every=recipe["eval_every"])
-ratio = run.family_tokens_per_param or fitted_ratio
-for depth in sorted(set(run.family_depths) - set(speed)):  # depths the sweep did not time
-    speed[depth] = flops_per_s(replace(base, depth=depth), vocab_size)
+family_base = replace(base, eval_every=recipe.eval_every)
+ratio = run.p.family_tokens_per_param or fitted_ratio
+for depth in sorted(set(run.p.family_depths) - set(speed)):  # depths the sweep did not time
+    speed[depth] = flops_per_s(replace(base, depth=depth))
 family_plan = plan_family(
     family_base,
-    run.family_depths,
+    run.p.family_depths,
     ratio,
     vocab_size,
     run.nproc,
@@ -861,7 +849,7 @@ family_plan[shown].round({"tokens_per_param": 1, "est_s": 1})
 
 # %%
 t0 = time.perf_counter()
-family = run_family(family_base, run.family_depths, ratio, family_dir, run.nproc)
+family = run_family(family_base, run.p.family_depths, ratio, family_dir, run.nproc)
 print(f"{len(family)} models in {time.perf_counter() - t0:.0f} s → {family_dir / MODELS_CSV}")
 family.round({"tokens_per_param": 2, "val_bpb": 4, "wall_s": 1})
 
@@ -984,17 +972,15 @@ tested.round(4)
 
 # %%
 shape_rows = []
-for d_model, n_head in run.shape_configs:
-    aspect, depth = d_model // run.shape_depth, run.shape_depth
+for d_model, n_head in run.p.shape_configs:
+    aspect, depth = d_model // run.p.shape_depth, run.p.shape_depth
     cfg = replace(base, depth=depth, aspect_ratio=aspect, head_dim=d_model // n_head)
     model = plan(cfg, vocab_size).model
     assert (model.d_model, model.n_head) == (d_model, n_head), (
         f"({d_model}, {n_head}) is no dial shape"
     )
     shape = {"d_model": d_model, "heads": n_head, "head_dim": model.head_dim}
-    shape_rows.append(
-        shape | {"d_model % 128": d_model % 128, "FLOP/s": flops_per_s(cfg, vocab_size)}
-    )
+    shape_rows.append(shape | {"d_model % 128": d_model % 128, "FLOP/s": flops_per_s(cfg)})
 shapes = pd.DataFrame(shape_rows)
 shapes["vs fastest"] = (shapes["FLOP/s"] / shapes["FLOP/s"].max()).map("{:.0%}".format)
 shapes.assign(**{"FLOP/s": shapes["FLOP/s"].map("{:.3g}".format)})
@@ -1003,40 +989,39 @@ shapes.assign(**{"FLOP/s": shapes["FLOP/s"].map("{:.3g}".format)})
 # ## The GPU presets
 #
 # The same planner on the GPU presets' values in book.yml: the sweep and the miniseries, their
-# FLOPs, and the time at an assumed 40% MFU of H100s at $3 per GPU-hour. Where the family ratio is
-# "fitted", the estimate brackets it with nanochat's two measured ratios, 8 (miniseries v1) and
-# 10.5 (later, with another parameter count), until our sweep has measured ours.
+# FLOPs (training plus evaluations), and the hours and dollars `nanolib.device.gpu_cost` gives
+# at the book's assumed MFU of H100s and price per GPU-hour. Where the family ratio is "fitted",
+# the estimate brackets it with nanochat's two measured ratios, 8 (miniseries v1) and 10.5
+# (later, with another parameter count), until our sweep has measured ours.
 
 # %%
-ASSUMED_MFU, DOLLARS_PER_GPU_HOUR, NANOCHAT_RATIOS = 0.40, 3.0, (8.0, 10.5)
-h100 = peak_flops("NVIDIA H100 80GB HBM3")
-gpu_rows = {}
-for name in ("d12", "miniseries", "speedrun"):
-    nproc, ch04 = run.book.preset(name).nproc, run.book.resolve("04_scaling", name)
-    sized_values = {**run.book.resolve("03_pretraining", name), **{k: ch04[k] for k in sized}}
-    sized_values["eval_every"] = 0
-    gbase = TrainConfig.from_params(sized_values, out_dir="", tokenizer_dir="")
-    vocab, rate = run.book.resolve("01_tokenizer", name)["vocab_size"], h100 * ASSUMED_MFU * nproc
-    grid_ = ch04["sweep_budgets"], ch04["sweep_depths"]
-    sweep_plan = plan_isoflop(gbase, *grid_, vocab, nproc, flops_per_s=rate)
-    sweep_h = sweep_plan.est_s.sum() / 3600
-    ratios = sorted({ch04["family_tokens_per_param"] or r for r in NANOCHAT_RATIOS})
-    family_h = [
-        plan_family(gbase, ch04["family_depths"], r, vocab, nproc, flops_per_s=rate).est_s.sum()
-        / 3600
-        for r in ratios
-    ]
-    costs = [(sweep_h + h) * nproc * DOLLARS_PER_GPU_HOUR for h in family_h]
-    gpu_rows[name] = {
+NANOCHAT_RATIOS = (8.0, 10.5)
+
+
+def gpu_estimate(name: str) -> dict:
+    """Sweep and miniseries of a GPU preset: runs, FLOPs, hours and dollars."""
+    nproc, params = run.book.preset(name).nproc, run.book.resolve(run.slug, name)
+    gbase, vocab = sweep_base(run.book, name, params), vocab_size_for(run.book, name)
+    grid_ = params["sweep_budgets"], params["sweep_depths"]
+    sweep_plan = plan_isoflop(gbase, *grid_, vocab, nproc)
+    ratios = sorted({params["family_tokens_per_param"] or r for r in NANOCHAT_RATIOS})
+    families = [plan_family(gbase, params["family_depths"], r, vocab, nproc) for r in ratios]
+    sweep_cost = gpu_cost(sweep_plan.flops.sum() + sweep_plan.eval_flops.sum(), gpus=nproc)
+    family_costs = [gpu_cost(f.flops.sum() + f.eval_flops.sum(), gpus=nproc) for f in families]
+    return {
         "sweep": f"{len(sweep_plan)} runs, {sweep_plan.flops.sum():.2g} FLOPs",
-        "miniseries": f"depths {ch04['family_depths'][0]}…{ch04['family_depths'][-1]}",
+        "miniseries": f"depths {params['family_depths'][0]}…{params['family_depths'][-1]}",
         "tokens/param": "–".join(f"{r:g}" for r in ratios),
         "GPUs": nproc,
-        "sweep hours": round(sweep_h, 1),
-        "miniseries hours": "–".join(f"{h:.1f}" for h in family_h),
-        "cost": "–".join(f"${c:,.0f}" for c in costs),
+        "sweep hours": round(sweep_cost["hours"], 1),
+        "miniseries hours": "–".join(f"{c['hours']:.1f}" for c in family_costs),
+        "cost": "–".join(f"${sweep_cost['dollars'] + c['dollars']:,.0f}" for c in family_costs),
     }
-pd.DataFrame(gpu_rows).T
+
+
+# %%
+print(f"assumed: {ASSUMED_MFU:.0%} MFU, ${DOLLARS_PER_GPU_HOUR:g} per GPU-hour")
+pd.DataFrame({name: gpu_estimate(name) for name in ("d12", "miniseries", "speedrun")}).T
 
 # %%
 run.finish(

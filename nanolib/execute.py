@@ -26,6 +26,7 @@ import jupytext
 import nbformat
 
 from nanolib.config import Book, load_book
+from nanolib.files import atomic_write_json, read_json, replace_dir
 from nanolib.procs import (
     AlreadyRunningError,
     Interrupted,
@@ -40,11 +41,8 @@ from nanolib.procs import (
 )
 from nanolib.runs import (
     MANIFEST,
-    atomic_write_json,
     failed_notebook,
     now_iso,
-    read_json,
-    replace_dir,
     run_dir_for,
     run_lock_path,
     run_state,

@@ -14,7 +14,8 @@ from pathlib import Path
 import rustbpe
 import tiktoken
 
-from nanolib.runs import remake_hint, replace_dir
+from nanolib.files import replace_dir
+from nanolib.runs import make_command, remake_hint
 
 # GPT-2's pre-tokenisation split (Radford et al. 2019, the public `encoder.py`).
 GPT2_SPLIT = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -172,7 +173,7 @@ class Tokenizer:
         if not ranks_path.exists() or not meta_path.exists():
             raise FileNotFoundError(
                 f"no tokenizer at {directory} (expected {RANKS_FILE} and {META_FILE}); "
-                "run chapter 01 (`nanobook run 01`) to train one"
+                f"run {make_command('tokenizer')} to train one"
             )
         try:
             meta = json.loads(meta_path.read_text())

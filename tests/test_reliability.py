@@ -74,7 +74,7 @@ from pathlib import Path
 from nanolib.runs import start_chapter
 
 run = start_chapter("01_wait", preset, globals())
-run.log(event="start", label=run.label)
+run.log(event="start", label=run.p.label)
 
 # %%
 # a grandchild in a session of its own, like a torchrun launcher
@@ -86,10 +86,10 @@ deadline = time.time() + 120
 while not gate.exists() and time.time() < deadline:
     time.sleep(0.05)
 sleeper.kill()
-run.log(event="end", label=run.label)
+run.log(event="end", label=run.p.label)
 
 # %%
-run.finish(headline={"label": run.label})
+run.finish(headline={"label": run.p.label})
 """
 
 FAIL = """

@@ -12,7 +12,8 @@ import pytest
 
 from nanolib.cli import main
 from nanolib.config import load_book
-from nanolib.runs import file_hash, nanolib_hash, run_state
+from nanolib.files import sha256_file as file_hash
+from nanolib.runs import nanolib_hash, run_state
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = load_book(ROOT / "book.yml")
