@@ -64,6 +64,7 @@ from nanolib.model import (
     scaling_params,
 )
 from nanolib.optim import build_optimizer
+from nanolib.procs import die_with_parent
 from nanolib.tokenizer import Tokenizer
 
 # Fields that change what is reported, not the trajectory: a checkpoint made with other values
@@ -601,8 +602,13 @@ def launch(cfg: TrainConfig, nproc: int = 1, *, progress: bool = True) -> dict[s
     print("$", " ".join(cmd), flush=True)
     env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ}
     env["PYTHONUNBUFFERED"] = "1"  # rank 0's lines reach the notebook as they are printed
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    proc = subprocess.Popen(  # torchrun (and its ranks) stop when this process dies
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+        preexec_fn=die_with_parent,
     )
     from tqdm.auto import tqdm
 
