@@ -432,7 +432,9 @@ pd.Series(
 # speakers' names, verse lines, Bible verse numbers — more than sense.
 
 # %%
-pd.DataFrame(summary["samples"]).style.set_properties(
+from nanolib.html import escape_table
+
+escape_table(pd.DataFrame(summary["samples"])).set_properties(
     **{"white-space": "pre-wrap", "text-align": "left"}
 )
 
