@@ -170,8 +170,8 @@ tokenizer = Tokenizer.train(texts, run.p.vocab_size)
 train_time_s = time.time() - t0
 if tokenizer.vocab_size != run.p.vocab_size:
     raise RuntimeError(
-        f"asked for a {run.p.vocab_size:,}-id tokenizer, but {run.p.max_chars:,} characters of text "
-        f"ran out of pairs to merge at {tokenizer.vocab_size:,} ids; raise max_chars"
+        f"asked for a {run.p.vocab_size:,}-id tokenizer, but {run.p.max_chars:,} characters of "
+        f"text ran out of pairs to merge at {tokenizer.vocab_size:,} ids; raise max_chars"
     )
 tokenizer.save(run.path("tokenizer"))
 run.log(event="train", vocab_size=tokenizer.vocab_size, train_time_s=train_time_s)
