@@ -33,14 +33,15 @@
 # | `d12`, `miniseries`, `speedrun` | 10–26 | depth 12 / 20 / 24 | ≈ 1 min on a GPU |
 
 # %% tags=["parameters"]
-preset = "tiny"  # a preset from book.yml: smoke | tiny | d12 | miniseries | speedrun
-depth = None  # every None below takes the preset's value; set one to override it
-aspect_ratio = None
-head_dim = None
-seq_len = None
-depths = None
-seed = None
-run_dir = None  # None: runs/<preset>/02_model
+# Every None takes the preset's value (`nanobook params 02 --preset tiny` lists them, with ranges)
+preset = "tiny"  # type: str  a preset of book.yml: smoke | tiny | d12 | miniseries | speedrun
+depth = None  # type: int  the dial: transformer blocks of the model we build
+aspect_ratio = None  # type: int  model width per block: d_model is aspect_ratio × depth
+head_dim = None  # type: int  channels per attention head
+seq_len = None  # type: int  context length in tokens
+depths = None  # type: list  the depths of the dial table
+seed = None  # type: int  random seed
+run_dir = None  # type: str  where the run is written (None: runs/<preset>/02_model)
 
 # %%
 import copy

@@ -18,9 +18,13 @@ The API:
 - `load_checkpoint(dir, device="cpu", step=None) -> (model_state, optim_state, meta)`: raw
   states to resume training (`optim_state` holds "optimizer" and "rng"; `restore_rng` applies
   the latter);
-- `read_meta(dir)`, `read_metrics(dir)` (the JSON lines of `metrics.jsonl`).
+- `read_meta(dir)`, `read_metrics(dir)` (the JSON lines of `metrics.jsonl`; a torn last line,
+  which a kill mid-write leaves, is skipped).
 
 `step=None` means the step meta.json names; another step is an error that lists the ones there.
+meta.json records the size and sha256 of both files (`files`); loading checks them, so a cut or
+damaged file is a `CheckpointError` naming the file and how to make it again, never a model
+with silently wrong weights.
 """
 
 from __future__ import annotations
@@ -33,10 +37,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from nanolib.files import atomic_write, atomic_write_json, read_json
+from nanolib.files import atomic_write, atomic_write_json, read_json, sha256_file
 from nanolib.model import GPT, GPTConfig
+from nanolib.runs import remake_hint
 
 CONFIG, METRICS, META, SUMMARY = "config.json", "metrics.jsonl", "meta.json", "summary.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, cut short or damaged; the message says how to recover."""
 
 
 def checkpoint_files(directory: str | Path, step: int) -> tuple[Path, Path]:
@@ -73,10 +82,16 @@ def save_checkpoint(
     atomic_write(model_path, lambda tmp: torch.save(model.state_dict(), tmp))
     state = {"optimizer": optimizer.state_dict(), "rng": rng_state()}
     atomic_write(optim_path, lambda tmp: torch.save(state, tmp))
-    atomic_write_json(directory / META, {**meta, "step": step})
+    files = {
+        p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+        for p in (model_path, optim_path)
+    }
+    atomic_write_json(directory / META, {**meta, "step": step, "files": files})
     for old in [*directory.glob("model_*.pt"), *directory.glob("optim_*.pt")]:
         if old not in (model_path, optim_path):
             old.unlink(missing_ok=True)
+    for tmp in [*directory.glob(".model_*.tmp"), *directory.glob(".optim_*.tmp")]:
+        tmp.unlink(missing_ok=True)  # what a run killed mid-save left
 
 
 def read_meta(directory: str | Path) -> dict:
@@ -100,18 +115,50 @@ def _step_files(directory: Path, meta: dict, step: int | None) -> tuple[int, Pat
     return step, model_path, optim_path
 
 
+def _recovery(directory: Path) -> str:
+    return f"delete {directory} to train it from scratch, or {remake_hint(directory)}"
+
+
+def _load_verified(path: Path, meta: dict, *, weights_only: bool, device: Any) -> Any:
+    """torch.load a checkpoint file after checking it against the size and sha256 in meta."""
+    if not path.is_file():
+        raise CheckpointError(
+            f"checkpoint file {path} is missing (meta.json names step {meta['step']}); "
+            f"{_recovery(path.parent)}"
+        )
+    recorded = (meta.get("files") or {}).get(path.name)
+    if recorded is not None:
+        size = path.stat().st_size
+        if size != recorded["bytes"]:
+            raise CheckpointError(
+                f"checkpoint file {path} holds {size:,} bytes, meta.json recorded "
+                f"{recorded['bytes']:,} (cut short); {_recovery(path.parent)}"
+            )
+        if sha256_file(path) != recorded["sha256"]:
+            raise CheckpointError(
+                f"checkpoint file {path} differs from the sha256 meta.json recorded (damaged); "
+                f"{_recovery(path.parent)}"
+            )
+    try:
+        return torch.load(path, map_location=device, weights_only=weights_only)
+    except Exception as e:  # torch raises several kinds for a damaged file
+        raise CheckpointError(
+            f"cannot read checkpoint file {path} ({type(e).__name__}: {e}); "
+            f"{_recovery(path.parent)}"
+        ) from None
+
+
 def load_checkpoint(
     directory: str | Path, device: str | torch.device = "cpu", step: int | None = None
-) -> tuple[dict, dict | None, dict]:
-    """(model state on `device`, optimizer + RNG state on the CPU or None, meta) of a step."""
+) -> tuple[dict, dict, dict]:
+    """(model state on `device`, optimizer + RNG state on the CPU, meta) of a step, verified."""
     directory = Path(directory)
     meta = read_meta(directory)
-    _, model_path, optim_path = _step_files(directory, meta, step)
-    model_state = torch.load(model_path, map_location=device, weights_only=True)
+    step, model_path, optim_path = _step_files(directory, meta, step)
+    meta = {**meta, "step": step}
+    model_state = _load_verified(model_path, meta, weights_only=True, device=device)
     # to the CPU: RNG states must stay there; the optimizer moves its state to its parameters
-    optim = None
-    if optim_path.is_file():
-        optim = torch.load(optim_path, map_location="cpu", weights_only=False)
+    optim = _load_verified(optim_path, meta, weights_only=False, device="cpu")
     return model_state, optim, meta
 
 
@@ -121,15 +168,28 @@ def load_model(
     """The GPT of a checkpoint directory (in eval mode, on `device`) and its meta.json."""
     directory = Path(directory)
     meta = read_meta(directory)
-    _, model_path, _ = _step_files(directory, meta, step)
+    step, model_path, _ = _step_files(directory, meta, step)
     model = GPT(GPTConfig(**meta["model"]))
-    model.load_state_dict(torch.load(model_path, map_location=device, weights_only=True))
+    state = _load_verified(model_path, {**meta, "step": step}, weights_only=True, device=device)
+    model.load_state_dict(state)
     return model.to(device).eval(), meta
 
 
 def read_metrics(directory: str | Path) -> list[dict]:
-    """The JSON lines of a run's metrics.jsonl (empty if there are none yet)."""
+    """The JSON lines of a run's metrics.jsonl (empty if there are none yet). A torn last line —
+    what a kill mid-write leaves — is skipped; a damaged line before it is an error."""
     path = Path(directory) / METRICS
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for n, line in enumerate(lines, start=1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if n == len(lines):
+                break
+            raise ValueError(
+                f"{path} line {n} is not JSON (damaged); {remake_hint(path.parent)}"
+            ) from None
+    return records

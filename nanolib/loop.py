@@ -49,6 +49,7 @@ from nanolib.checkpoint import (
 )
 from nanolib.device import autocast_context, pick_device, sync
 from nanolib.files import atomic_write_text, read_json
+from nanolib.procs import die_with_parent
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]  # inputs, targets, weights
 
@@ -377,8 +378,13 @@ def launch_module(
     print("$", " ".join(cmd), flush=True)
     env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ}
     env["PYTHONUNBUFFERED"] = "1"  # rank 0's lines reach the notebook as they are printed
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    proc = subprocess.Popen(  # torchrun (and its ranks) stop when this process dies
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+        preexec_fn=die_with_parent,
     )
     from tqdm.auto import tqdm
 

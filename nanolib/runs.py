@@ -43,6 +43,16 @@ def run_dir_for(slug: str, preset: str) -> Path:
     return runs_root() / preset / slug
 
 
+def failed_notebook(slug: str, preset: str) -> Path:
+    """Where the executed notebook of a failed run is kept for diagnosis."""
+    return runs_root() / preset / f"{slug}.failed.ipynb"
+
+
+def run_lock_path(slug: str, preset: str) -> Path:
+    """The lock file that lets one run of a chapter at a preset write at a time."""
+    return runs_root() / preset / f".{slug}.lock"
+
+
 def now_iso() -> str:
     """The current UTC time, ISO 8601."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -257,6 +267,17 @@ def artifact(name: str, preset: str, book: Book | None = None) -> Path:
     return path
 
 
+def remake_hint(path: str | Path) -> str:
+    """How to make a damaged artifact again: the command of the chapter whose run holds it."""
+    try:
+        rel = Path(path).resolve().relative_to(runs_root().resolve())
+        preset, folder = rel.parts[0], rel.parts[1]
+    except (ValueError, IndexError):
+        return "re-run the chapter that made it"
+    slug = folder.lstrip(".").split(".")[0]  # a run folder, or a work folder `.NN_slug.partial`
+    return f"re-run `nanobook run {slug.split('_')[0]} --preset {preset} --force`"
+
+
 @dataclass(frozen=True)
 class RunState:
     """What runs/ holds for a chapter at a preset: 'ok', 'stale', 'failed' or 'missing'."""
@@ -274,6 +295,9 @@ def run_state(book: Book, chapter: str, preset: str) -> RunState:
     nb = d / f"{ch.slug}.ipynb"
     mpath = d / MANIFEST
     if not mpath.exists():
+        if failed_notebook(ch.slug, preset).exists():
+            kept = failed_notebook(ch.slug, preset)
+            return RunState("failed", (f"its only run failed (notebook kept at {kept})",))
         return RunState("missing", (f"no run at {d}",))
     try:
         m = read_json(mpath)
@@ -287,8 +311,9 @@ def run_state(book: Book, chapter: str, preset: str) -> RunState:
     if m.get("nanolib_hash") != nanolib_hash():
         reasons.append("nanolib changed since the run")
     try:
-        if m.get("params") != json.loads(json.dumps(book.resolve(ch.slug, preset), default=str)):
-            reasons.append("the preset's parameters changed since the run")
+        reasons += _param_reasons(
+            m, json.loads(json.dumps(book.resolve(ch.slug, preset), default=str))
+        )
     except BookConfigError as e:
         reasons.append(str(e))
     for up in book.chapters[: book.chapters.index(ch)]:
@@ -300,3 +325,25 @@ def run_state(book: Book, chapter: str, preset: str) -> RunState:
             except ValueError:
                 pass
     return RunState("stale" if reasons else "ok", tuple(reasons), m, nb)
+
+
+def _param_reasons(manifest: dict[str, Any], preset_params: dict[str, Any]) -> list[str]:
+    """Why a run's parameters differ from its preset's: overridden (-p) or changed in book.yml."""
+    ran = manifest.get("params") or {}
+    if ran == preset_params:
+        return []
+    overrides = manifest.get("overrides") or {}
+    keys = sorted(set(ran) | set(preset_params), key=str)
+    differ = [k for k in keys if ran.get(k) != preset_params.get(k)]
+    over = [k for k in differ if k in overrides]
+    changed = [k for k in differ if k not in overrides]
+    reasons = []
+    if over:
+        shown = ", ".join(f"{k}={json.dumps(ran.get(k))}" for k in over)
+        reasons.append(f"parameters overridden: {shown}")
+    if changed:
+        shown = ", ".join(
+            f"{k} {json.dumps(ran.get(k))} → {json.dumps(preset_params.get(k))}" for k in changed
+        )
+        reasons.append(f"the preset's parameters changed since the run: {shown}")
+    return reasons

@@ -46,31 +46,27 @@ def byte_tok() -> Tokenizer:
 
 
 class ScriptedModel(nn.Module):
-    """A stand-in GPT whose next token is a fixed function of the current one (a Markov chain).
+    """A stand-in GPT whose next token depends only on the current one (a Markov chain).
 
-    ``table`` maps a token to the one it predicts (with ``confidence``); ``also`` lists tokens that
-    share that prediction's probability equally (for rows that diverge under sampling).
+    ``table`` maps a token to the token it predicts, or to a list of equally likely ones (so
+    sampled rows diverge); tokens not in it predict ``default``.
     """
 
-    def __init__(self, vocab: int, table: dict[int, int], default: int, also=()) -> None:
+    def __init__(self, vocab: int, table: dict, default: int) -> None:
         super().__init__()
         self.config = GPTConfig(vocab_size=vocab, seq_len=128, n_layer=1, d_model=8, n_head=1)
         self.anchor = nn.Parameter(torch.zeros(()))  # gives the engine a device and dtype
-        nxt = torch.full((vocab,), default)
+        scores = torch.full((vocab, vocab), -30.0)
+        scores[:, default] = 10.0  # an int or a list of ints
         for a, b in table.items():
-            nxt[a] = b
-        self.register_buffer("nxt", nxt)
-        self.also = list(also)
+            scores[a] = -30.0
+            scores[a, b if isinstance(b, list) else [b]] = 10.0
+        self.register_buffer("scores", scores)
 
     def forward(self, idx: torch.Tensor, kv_cache=None) -> torch.Tensor:
-        B, T = idx.shape
         if kv_cache is not None:
-            kv_cache.advance(T)
-        logits = torch.full((B, T, self.config.vocab_size), -30.0)
-        logits.scatter_(2, self.nxt[idx][..., None], 10.0)
-        for t in self.also:
-            logits[..., t] = 10.0
-        return logits
+            kv_cache.advance(idx.size(1))
+        return self.scores[idx]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -230,7 +226,7 @@ def test_rows_stop_on_their_own_and_stream_marks_live_rows(byte_tok):
     a = byte_tok.encode("a")[0]
     end = byte_tok.special_id("<|assistant_end|>")
     # every step: "a" or <|assistant_end|>, equally likely; rows end at different steps
-    model = ScriptedModel(byte_tok.vocab_size, {}, default=a, also=[end])
+    model = ScriptedModel(byte_tok.vocab_size, {}, default=[a, end])
     eng = Engine(model, byte_tok)
     columns = list(eng.stream([byte_tok.bos_id], num_samples=6, max_tokens=30, seed=3))
     ended_at = {}
@@ -340,3 +336,21 @@ def test_engine_module_documents_its_rules():
     doc = engine_module.__doc__
     for phrase in ("seq_len", "stop token", "mask 0", "row_seed"):
         assert phrase in doc
+
+
+def test_rows_that_call_tools_at_different_steps_match_single_runs(byte_tok):
+    tok = byte_tok
+    a, end = tok.encode("a")[0], tok.special_id("<|assistant_end|>")
+    call = tool_call(tok, "6*7")
+    table = {a: [a, call[0], end]}  # go on, call the calculator, or stop: equally likely
+    table |= {x: y for x, y in zip(call, call[1:], strict=False)}
+    table[tok.special_id("<|output_end|>")] = [a, end]
+    eng = Engine(ScriptedModel(tok.vocab_size, table, default=a), tok)
+    batch = eng.generate([tok.bos_id, a], num_samples=8, max_tokens=40, seed=5)
+    forced_at = {tuple(i for i, m in enumerate(masks) if m == 0) for masks in batch.masks}
+    assert len(forced_at) > 2  # rows called the tool at different steps (or not at all)
+    for i in range(8):
+        single = eng.generate([tok.bos_id, a], max_tokens=40, seed=[row_seed(5, i)])
+        assert (single.tokens[0], single.masks[0]) == (batch.tokens[i], batch.masks[i])
+        text = tok.decode(batch.tokens[i])
+        assert text.count("<|output_start|>42<|output_end|>") == text.count("<|python_end|>")
