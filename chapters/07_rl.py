@@ -59,7 +59,6 @@ seed = None
 run_dir = None  # None: runs/<preset>/07_rl
 
 # %%
-import html
 import time
 
 import pandas as pd
@@ -69,6 +68,7 @@ from plotly.subplots import make_subplots
 
 from nanolib.checkpoint import load_model, read_metrics
 from nanolib.engine import Engine
+from nanolib.html import escape_text
 from nanolib.plots import OURS, PUBLISHED, figure
 from nanolib.rl import (
     diagnostic_sums,
@@ -170,7 +170,7 @@ def token_boxes(r) -> str:
     boxes = []
     for token, sampled in zip(r.tokens, r.mask):
         color = "#c8f0c8" if sampled else "#dddddd"
-        text = html.escape(tokenizer.decode([token])).replace("\n", "↵")
+        text = escape_text(tokenizer.decode([token])).replace("\n", "↵")
         boxes.append(f'<span style="background:{color};margin:0 1px">{text}</span>')
     return "".join(boxes)
 

@@ -59,7 +59,7 @@ from nanolib.rl import (
     score_tokens,
     training_rows,
 )
-from nanolib.rollouts import evaluate_problems, problems_for_step, sample_group
+from nanolib.rollouts import evaluate_problems, problems_for_step, sample_groups
 from nanolib.tasks import Task, load_task
 from nanolib.tokenizer import Tokenizer
 from nanolib.tools import DEFAULT_TOOLS, calculator
@@ -233,24 +233,22 @@ class RolloutSource:
     def sample(self, step: int, model: nn.Module) -> list[Rollout]:
         """This rank's groups of rollouts for a step, rewarded."""
         engine = Engine(model, self.tokenizer, TOOLSETS[self.cfg.tools])
-        cfg, rollouts = self.cfg, []
+        cfg = self.cfg
         mine = problems_for_step(
             step, cfg.problems_per_step, len(self.problems), cfg.seed, self.rank, self.world
         )
-        for i in mine:
-            rollouts += sample_group(
-                engine,
-                self.problems[i],
-                i,
-                cfg.num_samples,
-                cfg.max_new_tokens,
-                cfg.temperature,
-                cfg.top_k,
-                cfg.seed,
-                step,
-                self.reward,
-            )
-        return rollouts
+        return sample_groups(
+            engine,
+            [self.problems[i] for i in mine],
+            mine,
+            cfg.num_samples,
+            cfg.max_new_tokens,
+            cfg.temperature,
+            cfg.top_k,
+            cfg.seed,
+            step,
+            self.reward,
+        )
 
     def batches(self, step: int, model: nn.Module) -> Iterator[Batch]:
         """Sample, reward and weigh this rank's rollouts, then yield them in micro-batches."""

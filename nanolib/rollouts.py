@@ -49,6 +49,69 @@ def shard(items: Sequence[Any], rank: int, world: int) -> list[Any]:
     return list(items[rank::world])
 
 
+def sample_groups(
+    engine: Engine,
+    records: Sequence[Record],
+    problems: Sequence[int],
+    num_samples: int,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int = 0,
+    step: int = 0,
+    reward: Reward = answer_reward,
+) -> list[Rollout]:
+    """Each record's group of num_samples completions, all sampled in one batch of rows.
+
+    records[j] is problem number problems[j]; its sample i is seeded with
+    row_seed(seed, step, problems[j], i), so a group does not depend on which other problems
+    share its batch. Every prompt is prefilled once. Prompts so long that fewer than
+    max_new_tokens fit in the model's context get what fits. Rollouts come problem by problem.
+    """
+    tokenizer = engine.tokenizer
+    if tokenizer is None:
+        raise ValueError("rollouts need an engine with a tokenizer")
+    if len(records) != len(problems):
+        raise ValueError(f"{len(records)} records but {len(problems)} problem numbers")
+    prompts = [render_for_completion(tokenizer, r) for r in records]
+    room = engine.config.seq_len - max(len(p) for p in prompts)
+    if room < 1:
+        raise ValueError(
+            f"a prompt of {max(len(p) for p in prompts)} tokens leaves no room in the model's "
+            f"seq_len={engine.config.seq_len}"
+        )
+    seeds = [row_seed(seed, step, p, i) for p in problems for i in range(num_samples)]
+    gen = engine.generate_many(
+        prompts,
+        num_samples,
+        max_tokens=min(max_new_tokens, room),
+        temperature=temperature,
+        top_k=top_k,
+        seed=seeds,
+    )
+    python_start = tokenizer.special_id("<|python_start|>")
+    out = []
+    for row, (tokens, mask, stopped) in enumerate(zip(gen.tokens, gen.masks, gen.stopped)):
+        j, i = divmod(row, num_samples)
+        text = tokenizer.decode(tokens)
+        calls = sum(1 for t, m in zip(tokens, mask) if m and t == python_start)
+        out.append(
+            Rollout(
+                problem=problems[j],
+                sample=i,
+                prompt=prompts[j],
+                tokens=tokens,
+                mask=mask,
+                text=text,
+                reward=float(reward(records[j], text)),
+                stopped=stopped,
+                tool_calls=calls,
+                answer=extract_answer(text),
+            )
+        )
+    return out
+
+
 def sample_group(
     engine: Engine,
     record: Record,
@@ -61,50 +124,9 @@ def sample_group(
     step: int = 0,
     reward: Reward = answer_reward,
 ) -> list[Rollout]:
-    """A problem's group: num_samples completions from one prefill, scored by the reward.
-
-    Sample i of the group is seeded with row_seed(seed, step, problem, i). A prompt so long that
-    fewer than max_new_tokens fit in the model's context gets what fits.
-    """
-    tokenizer = engine.tokenizer
-    if tokenizer is None:
-        raise ValueError("rollouts need an engine with a tokenizer")
-    prompt = render_for_completion(tokenizer, record)
-    room = engine.config.seq_len - len(prompt)
-    if room < 1:
-        raise ValueError(
-            f"problem {problem}: its prompt is {len(prompt)} tokens, the model's seq_len is "
-            f"{engine.config.seq_len}: nothing fits after it"
-        )
-    seeds = [row_seed(seed, step, problem, i) for i in range(num_samples)]
-    gen = engine.generate(
-        prompt,
-        num_samples,
-        max_tokens=min(max_new_tokens, room),
-        temperature=temperature,
-        top_k=top_k,
-        seed=seeds,
-    )
-    python_start = tokenizer.special_id("<|python_start|>")
-    out = []
-    for i, (tokens, mask, stopped) in enumerate(zip(gen.tokens, gen.masks, gen.stopped)):
-        text = tokenizer.decode(tokens)
-        calls = sum(1 for t, m in zip(tokens, mask) if m and t == python_start)
-        out.append(
-            Rollout(
-                problem=problem,
-                sample=i,
-                prompt=prompt,
-                tokens=tokens,
-                mask=mask,
-                text=text,
-                reward=float(reward(record, text)),
-                stopped=stopped,
-                tool_calls=calls,
-                answer=extract_answer(text),
-            )
-        )
-    return out
+    """One problem's group: num_samples completions from one prefill, scored by the reward."""
+    args = (num_samples, max_new_tokens, temperature, top_k, seed, step, reward)
+    return sample_groups(engine, [record], [problem], *args)
 
 
 def _gather_counts(counts: dict[int, int]) -> dict[int, int]:
@@ -130,18 +152,23 @@ def correct_counts(
     reward: Reward = answer_reward,
     rank: int = 0,
     world: int = 1,
+    max_rows: int = 256,
 ) -> list[int]:
     """For each record, how many of its num_samples completions earn a reward of 1.
 
-    Problems are split over the ranks and the counts gathered, so every rank gets the full list.
-    Evaluation seeds use their own stream (EVAL_STREAM), never a training step's.
+    Problems are split over the ranks and the counts gathered, so every rank gets the full list;
+    each rank samples its problems max_rows rows at a time. Evaluation seeds use their own
+    stream (EVAL_STREAM), never a training step's.
     """
     counts: dict[int, int] = {}
-    for i in range(rank, len(records), world):
-        group = sample_group(
+    mine = list(range(rank, len(records), world))
+    per_batch = max(1, max_rows // num_samples)
+    for s in range(0, len(mine), per_batch):
+        problems = mine[s : s + per_batch]
+        rollouts = sample_groups(
             engine,
-            records[i],
-            i,
+            [records[i] for i in problems],
+            problems,
             num_samples,
             max_new_tokens,
             temperature,
@@ -150,7 +177,8 @@ def correct_counts(
             EVAL_STREAM,
             reward,
         )
-        counts[i] = sum(1 for r in group if r.reward >= 1)
+        for r in rollouts:
+            counts[r.problem] = counts.get(r.problem, 0) + (r.reward >= 1)
     merged = _gather_counts(counts)
     return [merged[i] for i in range(len(records))]
 

@@ -23,7 +23,7 @@ from nanolib.model import GPT, GPTConfig, config_for_depth
 from nanolib.optim import build_optimizer
 from nanolib.rl import policy_gradient_weights, training_rows
 from nanolib.rl_train import RLConfig, launch_rl, plan_rl, train_rl
-from nanolib.rollouts import problems_for_step, sample_group
+from nanolib.rollouts import problems_for_step, sample_group, sample_groups
 from nanolib.tasks import load_task
 from nanolib.tokenizer import Tokenizer
 
@@ -261,3 +261,16 @@ def test_torchrun_two_ranks_take_the_steps_one_process_takes(
     summary = launch_rl(two, nproc=2, progress=False)
     assert summary["world_size"] == 2 and summary["step"] == 4
     assert_same(comparable(one.out_dir), comparable(two.out_dir), tol=TOL)
+
+
+def test_a_batch_of_problems_draws_each_group_as_it_would_alone(tokenizer_dir, init_dir):
+    tok = Tokenizer.load(tokenizer_dir)
+    model, _ = load_model(init_dir)
+    engine = Engine(model, tok)
+    task = load_task("tiny_arithmetic", "train", **TASK)
+    problems = [3, 0, 7]
+    together = sample_groups(engine, [task[i] for i in problems], problems, 3, 10, step=5)
+    assert [(r.problem, r.sample) for r in together] == [(p, i) for p in problems for i in range(3)]
+    for k, p in enumerate(problems):
+        alone = sample_group(engine, task[p], p, 3, 10, step=5)
+        assert [r.tokens for r in together[3 * k : 3 * k + 3]] == [r.tokens for r in alone]
