@@ -239,7 +239,7 @@ print(f"loss: library {library.item():+.6f}, teaching {taught.item():+.6f}; grad
 # mean reward falls clearly below its best. Here are the diagnostics of the group above:
 
 # %%
-one_group = pd.Series(diagnostics(diagnostic_sums(group))).drop(["entropy", "kl"])
+one_group = pd.Series(diagnostics(diagnostic_sums(group))).drop("kl")
 one_group.round(3).to_frame("one group")
 
 # %% [markdown]
@@ -294,10 +294,11 @@ fig.show()
 # %%
 fired = summary["warnings"]
 print("warnings:", "none" if not fired else "; ".join(f"step {s}: {w}" for s, w in fired))
-first, last = steps.head(5), steps.tail(5)
+w = min(5, len(steps))
+first, last = steps.head(w), steps.tail(w)
 print(
-    f"mean reward {first.reward_mean.mean():.3f} over the first 5 steps → "
-    f"{last.reward_mean.mean():.3f} over the last 5; all-equal groups "
+    f"mean reward {first.reward_mean.mean():.3f} over the first {w} steps → "
+    f"{last.reward_mean.mean():.3f} over the last {w}; all-equal groups "
     f"{first.groups_all_equal.mean():.0%} → {last.groups_all_equal.mean():.0%}"
 )
 

@@ -191,12 +191,15 @@ def sample_tokens(
 class Column(NamedTuple):
     """One decode step: a token per row, its mask (1 sampled, 0 forced) and who emitted one.
 
-    Rows that finished earlier have ``live`` False, token -1 and mask 0.
+    Rows that finished earlier have ``live`` False, token -1 and mask 0. ``entropy`` is the
+    entropy (nats) of the model's next-token distribution (temperature 1, before top-k / top-p)
+    where the row sampled, else 0: how undecided the model was (RL logs its mean).
     """
 
     tokens: list[int]
     masks: list[int]
     live: list[bool]
+    entropy: list[float] | None = None
 
 
 @dataclass
@@ -206,6 +209,7 @@ class Generation:
     tokens: list[list[int]]
     masks: list[list[int]]  # 1: sampled by the model; 0: forced by a tool
     stopped: list[bool]  # True: ended on a stop token (its last token); False: hit max_tokens
+    entropies: list[list[float]] = field(default_factory=list)  # per token, as in Column
 
 
 @dataclass
@@ -401,6 +405,8 @@ class Engine:
                     ]
                 )
             sampled = sample_tokens(logits, temperature, top_k, top_p, uniforms).tolist()
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            entropy = (-(logp.exp() * logp).sum(dim=-1)).tolist()
             tokens, masks, live = [-1] * n, [0] * n, [False] * n
             for i, row in enumerate(rows):
                 if row.done:
@@ -412,7 +418,7 @@ class Engine:
                     tokens[i], masks[i] = sampled[i], 1
                     self._advance_row(row, sampled[i], stops)
                 feed[i] = tokens[i]
-            yield Column(tokens, masks, live)
+            yield Column(tokens, masks, live, [e * m for e, m in zip(entropy, masks)])
             if step == max_tokens - 1 or all(r.done for r in rows):
                 return
             ids = torch.tensor(feed, dtype=torch.long, device=self.device)[:, None]
@@ -479,6 +485,7 @@ class Engine:
     ) -> Generation:
         tokens: list[list[int]] = [[] for _ in range(n)]
         masks: list[list[int]] = [[] for _ in range(n)]
+        entropies: list[list[float]] = [[] for _ in range(n)]
         stops = set(self.default_stop_tokens if stop_tokens is None else stop_tokens)
         stopped = [False] * n
         for column in columns:
@@ -486,5 +493,6 @@ class Engine:
                 if alive:
                     tokens[i].append(column.tokens[i])
                     masks[i].append(column.masks[i])
+                    entropies[i].append(column.entropy[i])
                     stopped[i] = column.masks[i] == 1 and column.tokens[i] in stops
-        return Generation(tokens, masks, stopped)
+        return Generation(tokens, masks, stopped, entropies)

@@ -173,7 +173,10 @@ def find_resume(
 
 
 def _format(values: Mapping[str, Any]) -> str:
-    return " · ".join(f"{k} {v:.4f}" for k, v in values.items() if isinstance(v, int | float))
+    def number(v: int | float) -> str:
+        return f"{v:,}" if isinstance(v, int) else f"{v:.4f}"
+
+    return " · ".join(f"{k} {number(v)}" for k, v in values.items() if isinstance(v, int | float))
 
 
 def run_loop(
@@ -249,7 +252,7 @@ def run_loop(
             if fresh and (last or step == 0 or (every and step % every == 0)):
                 last_eval = evaluate(step, model)
                 record.update(last_eval)
-                if master:
+                if master and last_eval:
                     say(f"step {step:,}/{num_steps:,} · {_format(last_eval)}")
             wall = wall_before + time.perf_counter() - t_start
             if master and fresh:

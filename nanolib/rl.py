@@ -55,6 +55,7 @@ class Rollout:
     stopped: bool = True  # ended on a stop token (False: ran out of max_new_tokens)
     tool_calls: int = 0
     answer: str | None = None  # the number after ####, None if there is none
+    entropy_sum: float = 0.0  # Σ over sampled tokens of the policy's entropy there (nats)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -218,9 +219,7 @@ def pass_at_k_table(
 # diagnostics
 
 
-def diagnostic_sums(
-    rollouts: Sequence[Rollout], entropy_sum: float = 0.0, kl_sum: float = 0.0
-) -> dict[str, float]:
+def diagnostic_sums(rollouts: Sequence[Rollout], kl_sum: float = 0.0) -> dict[str, float]:
     """Sums over one rank's rollouts of a step (add them across ranks, then `diagnostics`)."""
     groups: dict[int, list[float]] = {}
     for r in rollouts:
@@ -239,7 +238,7 @@ def diagnostic_sums(
         "tool_call_rollouts": sum(1 for r in rollouts if r.tool_calls > 0),
         "no_answer_rollouts": sum(1 for r in rollouts if r.answer is None),
         "truncated_rollouts": sum(1 for r in rollouts if not r.stopped),
-        "entropy_sum": entropy_sum,
+        "entropy_sum": sum(r.entropy_sum for r in rollouts),
         "kl_sum": kl_sum,
     }
 

@@ -170,6 +170,11 @@ def plan_rl(cfg: RLConfig, train_problems: int, eval_problems: int, world: int =
         raise TrainingError(
             f"problems_per_step={cfg.problems_per_step} is not a multiple of nproc={world}"
         )
+    if cfg.num_samples < 2:
+        raise TrainingError(
+            f"num_samples={cfg.num_samples}: a group needs at least 2 answers, or every "
+            "advantage is 0 and nothing is learned"
+        )
     rows = cfg.problems_per_step // world * cfg.num_samples
     if rows % cfg.device_batch_size:
         raise TrainingError(
@@ -270,23 +275,33 @@ class RolloutSource:
         weights = policy_gradient_weights([r.mask for r in rollouts], advantages, n_tokens)
         for r, a in zip(rollouts, advantages):
             r.extra["advantage"] = a
-        entropy_sum, kl_sum, micro = 0.0, 0.0, []
-        b = self.cfg.device_batch_size
-        for s in range(0, len(rollouts), b):
-            part = rollouts[s : s + b]
-            on_sampled = [[float(m) for m in r.mask] for r in part]
-            inputs, targets, _ = training_rows(part, on_sampled, self.tokenizer.bos_id)
-            _, _, w = training_rows(part, weights[s : s + b], self.tokenizer.bos_id)
-            sampled = sampled_positions(part, inputs.size(1))
-            logp, entropy = score_tokens(model, inputs, targets, b)
-            entropy_sum += entropy[sampled].sum().item()
+        # A rollout of zero advantage adds nothing to the gradient: without the KL term only the
+        # others are trained on, packed into the step's micro-batches (the rest stay empty).
+        kept = [i for i, a in enumerate(advantages) if a != 0 or self.reference is not None]
+        b, kl_sum, micro = self.cfg.device_batch_size, 0.0, []
+        for s in range(0, len(kept), b):
+            part = [rollouts[i] for i in kept[s : s + b]]
+            inputs, targets, w = training_rows(
+                part, [weights[i] for i in kept[s : s + b]], self.tokenizer.bos_id
+            )
             if self.reference is not None:
+                on_sampled = [[float(m) for m in r.mask] for r in part]
+                _, targets, _ = training_rows(part, on_sampled, self.tokenizer.bos_id)
+                sampled = sampled_positions(part, inputs.size(1))
+                logp, _ = score_tokens(model, inputs, targets, b)
                 ref_logp, _ = score_tokens(self.reference, inputs, targets, b)
                 w = w + kl_weights(logp, ref_logp, sampled, self.cfg.kl_coef, n_tokens)
                 kl_sum += kl_estimate(logp, ref_logp, sampled) * int(sampled.sum())
-            targets = torch.where(w != 0, targets, -1)
+                targets = torch.where(w != 0, targets, -1)
             micro.append((inputs, targets, w))
-        sums = diagnostic_sums(rollouts, entropy_sum, kl_sum)
+        empty = (
+            torch.full((1, 1), self.tokenizer.bos_id),
+            torch.full((1, 1), -1),
+            torch.zeros((1, 1)),
+        )
+        micro += [empty] * (self.micro_steps - len(micro))  # every rank runs as many micro-steps
+        sums = diagnostic_sums(rollouts, kl_sum)
+        sums["trained_rollouts"] = len(kept)
         sums["sample_s"] = sample_s
         keys = sorted(sums)
         if dist.is_initialized():
@@ -306,6 +321,7 @@ class RolloutSource:
             "sample_s": sums["sample_s"] / self.world,
             "rollouts": int(sums["rollouts"]),
             "sampled_tokens": int(sums["sampled_tokens"]),
+            "trained_rollouts": int(sums["trained_rollouts"]),
             **({"warnings": sorted(warnings)} if warnings else {}),
         }
         dev = self.device

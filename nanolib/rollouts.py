@@ -107,6 +107,7 @@ def sample_groups(
                 stopped=stopped,
                 tool_calls=calls,
                 answer=extract_answer(text),
+                entropy_sum=sum(gen.entropies[row]),
             )
         )
     return out

@@ -373,3 +373,15 @@ def test_rows_that_call_tools_at_different_steps_match_single_runs(byte_tok):
         assert (single.tokens[0], single.masks[0]) == (batch.tokens[i], batch.masks[i])
         text = tok.decode(batch.tokens[i])
         assert text.count("<|output_start|>42<|output_end|>") == text.count("<|python_end|>")
+
+
+def test_entropy_is_reported_where_the_model_sampled():
+    model = randomized(small(seq_len=40))
+    prompt = [5, 6, 7]
+    out = Engine(model).generate(prompt, num_samples=2, max_tokens=6, temperature=1.0, seed=1)
+    assert [len(e) for e in out.entropies] == [len(t) for t in out.tokens]
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([prompt]))[0, -1].float(), dim=-1)
+    first = -(logp.exp() * logp).sum().item()
+    assert out.entropies[0][0] == pytest.approx(first, rel=1e-4)
+    assert all(0 < e <= math.log(97) + 1e-4 for row in out.entropies for e in row)

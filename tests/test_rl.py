@@ -215,14 +215,16 @@ def test_pass_at_k_is_unbiased():
 
 def test_diagnostics_on_hand_made_groups():
     rs = [
-        Rollout(0, 0, [1], [5, 6, 7], [1, 0, 1], reward=1.0, tool_calls=1, answer="3"),
+        Rollout(
+            0, 0, [1], [5, 6, 7], [1, 0, 1], reward=1.0, tool_calls=1, answer="3", entropy_sum=9.0
+        ),
         Rollout(0, 1, [1], [5], [1], reward=0.0, answer=None, stopped=False),
         Rollout(1, 0, [1], [5, 6], [1, 1], reward=0.0, answer="2"),
         Rollout(1, 1, [1], [5, 6], [1, 1], reward=0.0, answer="2"),
         Rollout(2, 0, [1], [5, 6], [1, 1], reward=1.0, answer="4"),
         Rollout(2, 1, [1], [5, 6], [1, 1], reward=1.0, answer="4"),
     ]
-    d = diagnostics(diagnostic_sums(rs, entropy_sum=9.0))
+    d = diagnostics(diagnostic_sums(rs))
     assert d["reward_mean"] == pytest.approx(0.5)
     assert d["reward_std"] == pytest.approx(0.5)
     assert d["groups_all_equal"] == pytest.approx(2 / 3)
