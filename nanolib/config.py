@@ -119,7 +119,6 @@ RANGES: dict[str, Range] = {
     "lr_frac": AT_LEAST_0,
     "eval_problems": AT_LEAST_0,
     "eval_samples": AT_LEAST_0,
-    "survey_problems": AT_LEAST_1,
     "demo_steps": AT_LEAST_1,
 }
 
