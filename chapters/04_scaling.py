@@ -768,9 +768,9 @@ tested.round(4)
 # faster, and fewer, larger heads were usually faster. nanochat's dial bakes the lessons in:
 # width 64 × depth in heads of 128 channels, the vocabulary padded to a multiple of 64.
 #
-# The rule: **measure tokens per second per shape** before a long run. Here, with the throughput
-# bench at a fixed depth: widths on and off round numbers, and one width cut into different
-# numbers of heads. On a CPU the differences are small and noisy; at the GPU presets the same cell
+# The rule: **measure tokens per second per shape** before a long run. Here, with the same
+# measurement as the planner's, at a fixed depth: widths on and off round numbers, and one width
+# cut into different numbers of heads. On a CPU the differences are small and noisy; at the GPU presets the same cell
 # times GPU shapes.
 
 # %%
