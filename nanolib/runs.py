@@ -34,6 +34,10 @@ class ArtifactMissingError(FileNotFoundError):
     """An artifact an earlier chapter makes is not there; the message names the command."""
 
 
+class ArtifactCorruptError(ValueError):
+    """An artifact differs from the hash its chapter recorded; the message names the command."""
+
+
 def runs_root() -> Path:
     """Where runs live: $NANOBOOK_RUNS, else <book root>/runs."""
     env = os.environ.get("NANOBOOK_RUNS")
@@ -346,9 +350,16 @@ def artifact(name: str, preset: str, book: Book | None = None) -> Path:
             f"artifact {name!r} is missing for preset {preset!r} at {path}; it is made by "
             f"{make_command(name, preset, book=book)}: run that first"
         )
+    recorded = (m.get("artifacts") or {}).get(name)
+    if recorded is not None and _tree_hash(path) != recorded:
+        raise ArtifactCorruptError(
+            f"artifact {name!r} at {path} differs from what chapter {ch.number} recorded when it "
+            f"made it (a file was changed, cut or removed since); re-run "
+            f"`nanobook run {ch.number} --preset {preset} --force`"
+        )
     for run in _CURRENT:  # the chapter running in this process depends on this artifact
         if run.preset == preset:
-            run.consumed[name] = {"chapter": ch.slug, "hash": (m.get("artifacts") or {}).get(name)}
+            run.consumed[name] = {"chapter": ch.slug, "hash": recorded}
     return path
 
 
