@@ -51,6 +51,7 @@ import regex
 from IPython.display import HTML, display
 
 from nanolib.data import iter_texts
+from nanolib.html import escape_text
 from nanolib.plots import OURS, PUBLISHED, figure
 from nanolib.runs import start_chapter
 from nanolib.tokenizer import SPECIAL_TOKENS, SPLIT_PATTERNS, Tokenizer, bytes_per_token
@@ -169,8 +170,8 @@ tokenizer = Tokenizer.train(texts, run.p.vocab_size)
 train_time_s = time.time() - t0
 if tokenizer.vocab_size != run.p.vocab_size:
     raise RuntimeError(
-        f"asked for a {run.p.vocab_size:,}-id tokenizer, but {run.p.max_chars:,} characters of text "
-        f"ran out of pairs to merge at {tokenizer.vocab_size:,} ids; raise max_chars"
+        f"asked for a {run.p.vocab_size:,}-id tokenizer, but {run.p.max_chars:,} characters of "
+        f"text ran out of pairs to merge at {tokenizer.vocab_size:,} ids; raise max_chars"
     )
 tokenizer.save(run.path("tokenizer"))
 run.log(event="train", vocab_size=tokenizer.vocab_size, train_time_s=train_time_s)
@@ -203,7 +204,7 @@ fig.show()
 val_text = "".join(iter_texts(run.p.data, "val", max_chars=400))[:400]
 colours = ["#fde2e4", "#e2ece9", "#dfe7fd", "#fff1c1", "#e8dff5"]
 spans = [
-    f'<span style="background:{colours[k % 5]}">{tokenizer.decode([i])}</span>'
+    f'<span style="background:{colours[k % 5]}">{escape_text(tokenizer.decode([i]))}</span>'
     for k, i in enumerate(tokenizer.encode(val_text))
 ]
 display(HTML(f'<div style="white-space:pre-wrap;font-family:monospace">{"".join(spans)}</div>'))

@@ -78,7 +78,7 @@ from nanolib.checkpoint import CONFIG, read_meta, read_metrics
 from nanolib.data import TokenLoader
 from nanolib.device import ASSUMED_MFU, DOLLARS_PER_GPU_HOUR, gpu_cost
 from nanolib.model import GPT, estimate_memory
-from nanolib.optim import build_optimizer
+from nanolib.optim import build_optimizer, orthogonalize
 from nanolib.plots import OURS, figure
 from nanolib.runs import start_chapter
 from nanolib.tokenizer import Tokenizer
@@ -93,6 +93,7 @@ from nanolib.train import (
     vocab_size_for,
 )
 
+# %%
 run = start_chapter("03_pretraining", preset, globals())
 tokenizer_dir = run.artifact("tokenizer")
 tokenizer = Tokenizer.load(tokenizer_dir)
@@ -188,10 +189,12 @@ pd.Series(rows, name="plan").to_frame()
 # ## Two optimizers, one schedule
 #
 # The hidden matrices of the blocks train with Muon, the embedding and the head with AdamW
-# (`nanolib.optim`, chapter 2 explains why they differ). Each group has its own peak learning
-# rate; one multiplier moves them together: a short linear **warmup** (the first updates of Adam
-# are noisy), a flat middle, and a linear **warmdown** over the last `warmdown_ratio` of the run
-# to `final_lr_frac` of the peak — nanochat found a long warmdown its "biggest free win".
+# (`nanolib.optim`). A hidden matrix is a linear map whose every input direction matters; an
+# embedding row or a head row is a lookup that a token touches only when it occurs — so the two
+# kinds want different updates (the next section shows Muon's). Each group has its own peak
+# learning rate; one multiplier moves them together: a short linear **warmup** (the first updates
+# of Adam are noisy), a flat middle, and a linear **warmdown** over the last `warmdown_ratio` of
+# the run to `final_lr_frac` of the peak — nanochat found a long warmdown its "biggest free win".
 
 # %%
 with torch.device("meta"):  # a model without memory: we only need its parameter groups
@@ -217,6 +220,66 @@ lrm = [
 fig = figure("Learning-rate schedule", "optimizer step", "LR ÷ peak LR")
 fig.add_scatter(x=steps, y=lrm, mode="lines", name="every group")
 fig.show()
+
+# %% [markdown]
+# ### Muon's update: the gradient, orthogonalised
+#
+# A gradient matrix G = U·S·Vᵀ usually has a few large singular values and many tiny ones, so a
+# plain step moves the weights almost only along a few directions. Muon keeps a momentum of G and
+# steps along U·Vᵀ instead — the same directions with every singular value set to 1. An SVD per
+# step is slow on a GPU; a few **Newton–Schulz** iterations get there with matrix products only.
+# Scale G so that every singular value is at most 1, then repeat x ← a·x + (b·xxᵀ + c·(xxᵀ)²)·x,
+# which maps each singular value σ to aσ + bσ³ + cσ⁵: a polynomial tuned to push small values up
+# fast (and to land in roughly 0.55–1.15 rather than exactly at 1). By hand:
+
+
+# %%
+def newton_schulz(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """≈ U·Vᵀ of a wide matrix g = U·S·Vᵀ, by the quintic Newton–Schulz iteration."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = g / g.norm()  # the Frobenius norm bounds the largest singular value
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x
+
+
+# %%
+g = torch.randn(64, 256, generator=torch.Generator().manual_seed(0))
+g[:, :8] *= 30  # a few dominant directions, like a real gradient
+ortho = newton_schulz(g)
+assert torch.allclose(ortho, orthogonalize(g), atol=1e-5)  # the library's, to float precision
+u, _, vt = torch.linalg.svd(g, full_matrices=False)
+sv_before, sv_after = torch.linalg.svdvals(g), torch.linalg.svdvals(ortho)
+cosine = (ortho * (u @ vt)).sum() / (ortho.norm() * (u @ vt).norm())
+print(f"singular values: {sv_before.min():.2f}…{sv_before.max():.2f} → {sv_after.min():.2f}…"
+      f"{sv_after.max():.2f}; cosine with the exact U·Vᵀ: {cosine:.3f}")  # fmt: skip
+
+# %% [markdown]
+# ### One training step
+#
+# Everything the loop below repeats, once, on the first batch of the loader above: the forward
+# pass and its loss, the backward pass, every group's learning rate set by the schedule, and the
+# two optimizers' step. The loss on the same batch, measured again, has gone down:
+
+# %%
+torch.manual_seed(cfg.seed)
+with torch.device(run.device):
+    model = GPT(p.model)
+lrs = {k: getattr(cfg, k) for k in ("matrix_lr", "embedding_lr", "unembedding_lr")}
+opt = build_optimizer(model, **lrs, weight_decay=cfg.weight_decay)
+bx, by = x.to(run.device), y.to(run.device)
+loss = model(bx, by)
+loss.backward()
+for group in opt.param_groups:
+    group["lr"] = group["initial_lr"] * lrm[0]  # the schedule's first multiplier
+opt.step()
+opt.zero_grad(set_to_none=True)
+with torch.no_grad():
+    after = model(bx, by).item()
+assert after < loss.item(), (loss.item(), after)
+print(f"loss on the batch: {loss.item():.4f} → {after:.4f} nats per token after one step")
+del model, opt  # the run below builds its own
 
 # %% [markdown]
 # ## Bits per byte
@@ -369,7 +432,9 @@ pd.Series(
 # speakers' names, verse lines, Bible verse numbers — more than sense.
 
 # %%
-pd.DataFrame(summary["samples"]).style.set_properties(
+from nanolib.html import escape_table
+
+escape_table(pd.DataFrame(summary["samples"])).set_properties(
     **{"white-space": "pre-wrap", "text-align": "left"}
 )
 

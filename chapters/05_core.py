@@ -69,6 +69,7 @@ from nanolib.runs import MANIFEST, run_dir_for, start_chapter
 from nanolib.sweep import MODELS_CSV, family_tokenizer
 from nanolib.tokenizer import Tokenizer
 
+# %%
 run = start_chapter("05_core", preset, globals())
 tokenizer = Tokenizer.load(run.artifact("tokenizer"))
 checkpoint_dir = run.artifact("checkpoint")  # chapter 3's model

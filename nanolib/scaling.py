@@ -13,10 +13,8 @@ Two ways to turn a set of training runs into "how big a model for this much comp
   from each of 4500 grid starts, and keep the best. Minimising C = 6ND gives the closed form
   N_opt = G·(C/6)^a, D_opt = (C/6)^b / G with a = β/(α+β), b = α/(α+β), G = (αA/(βB))^(1/(α+β)).
 
-The 4500 starts are independent, so they run as one batch: a hand-written L-BFGS whose history,
-step and stopping test are per start (one `torch.optim.LBFGS` over the summed objective would
-share one line search and one curvature estimate across all starts and crawl). A first pass
-with a loose tolerance finds the basins; the best few are then polished to a tight one.
+The 4500 starts are independent, so they run as one batch (`nanolib.lbfgs.batched_lbfgs`). A
+first pass with a loose tolerance finds the basins; the best few are then polished to a tight one.
 
 `load_chinchilla` reads Epoch AI's extraction of Chinchilla's runs; `Dial` reads a fitted
 L(N, D) along a depth dial whose FLOPs per token are not 6·N. Nothing here trains: the runs
@@ -32,15 +30,18 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
+from nanolib.lbfgs import batched_lbfgs
 from nanolib.model import CONVENTIONS, config_for_depth, flops_per_token, scaling_params
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 CHINCHILLA_CSV = DATA_DIR / "chinchilla" / "chinchilla_extracted.csv"
+PUBLISHED_CSV = DATA_DIR / "reference" / "scaling_published.csv"  # published fits, with sources
 # Chinchilla's nine isoFLOP budgets (Figure 3 legend); Epoch's points cluster 2-9 % below them.
 CHINCHILLA_BUDGETS = (6e18, 1e19, 3e19, 6e19, 1e20, 3e20, 6e20, 1e21, 3e21)
 
@@ -114,7 +115,7 @@ def _power_law(log_c: np.ndarray, log_y: np.ndarray) -> tuple[float, float]:
     return float(slope), float(intercept)
 
 
-def _percentiles(samples: Iterable[float], ci: float) -> tuple[float, float]:
+def percentile_interval(samples: Iterable[float], ci: float = 0.8) -> tuple[float, float]:
     """The central `ci` percentile interval of samples, ignoring NaN; NaN if all are NaN."""
     values = np.asarray(samples, dtype=float)
     if not np.isfinite(values).any():
@@ -179,7 +180,7 @@ class IsoFlopFit:
         """Bootstrap percentile interval (level `ci`) of a column of `bootstrap`, e.g. 'a'."""
         if self.bootstrap is None:
             raise ValueError("no bootstrap: refit with fit_isoflop(..., n_bootstrap=200)")
-        return _percentiles(self.bootstrap[name], self.ci)
+        return percentile_interval(self.bootstrap[name], self.ci)
 
     def loss_opt(self, flops: float | np.ndarray) -> float | np.ndarray:
         """The minimum loss at C: a power law through the usable budgets' vertices (NaN if < 2)."""
@@ -195,6 +196,13 @@ class IsoFlopFit:
         x = np.log(n) - math.log(self.n_opt(flops))
         return _as_output(self.loss_opt(flops) + c2 * x**2, n)
 
+    def n_opt_interval(self, flops: float) -> tuple[float, float]:
+        """Bootstrap percentile interval (level `ci`) of N_opt at compute `flops`."""
+        if self.bootstrap is None:
+            raise ValueError("no bootstrap: refit with fit_isoflop(..., n_bootstrap=200)")
+        log_n = self.bootstrap["log_n_coef"] + self.bootstrap["a"] * math.log(flops)
+        return percentile_interval(np.exp(log_n), self.ci)
+
     def tokens_per_param_interval(self, flops: float) -> tuple[float, float]:
         """Bootstrap percentile interval (level `ci`) of D_opt/N_opt at compute `flops`."""
         if self.bootstrap is None:
@@ -203,7 +211,7 @@ class IsoFlopFit:
         log_ratio = (
             boot["log_d_coef"] - boot["log_n_coef"] + (boot["b"] - boot["a"]) * math.log(flops)
         )
-        return _percentiles(np.exp(log_ratio), self.ci)
+        return percentile_interval(np.exp(log_ratio), self.ci)
 
     @property
     def excluded(self) -> pd.DataFrame:
@@ -426,87 +434,6 @@ class _HuberLSE:
         return huber.sum(-1), grad
 
 
-def _batched_lbfgs(
-    fun: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-    x0: torch.Tensor,
-    *,
-    ftol: float,
-    gtol: float,
-    max_iter: int,
-    history: int = 10,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Minimise each row of x0 independently by L-BFGS with Armijo backtracking.
-
-    A row stops when max|grad| ≤ gtol, when an iteration lowers its objective by at most
-    ftol·|f|, or when no step along its direction lowers the objective. Returns the final
-    rows, their objectives, and the iterations each took.
-    """
-    n_rows, dim = x0.shape
-    x = x0.clone()
-    f, g = fun(x, torch.arange(n_rows))
-    s_hist = torch.zeros(history, n_rows, dim, dtype=x.dtype)
-    y_hist = torch.zeros_like(s_hist)
-    rho = torch.zeros(history, n_rows, dtype=x.dtype)
-    stored = torch.zeros(n_rows, dtype=torch.long)  # curvature pairs stored so far
-    iters = torch.zeros(n_rows, dtype=torch.long)
-    active = torch.arange(n_rows)
-    for _ in range(max_iter):
-        if len(active) == 0:
-            break
-        xa, fa, ga, ka = x[active], f[active], g[active], stored[active]
-        k = len(active)
-        cols = torch.arange(k)
-        # Two-loop recursion over each row's own history (unused slots have rho = 0: no effect).
-        q = ga.clone()
-        coef = torch.zeros(history, k, dtype=x.dtype)
-        slots = [(ka - 1 - j) % history for j in range(history)]
-        for j, slot in enumerate(slots):
-            s, y, r = s_hist[slot, active], y_hist[slot, active], rho[slot, active]
-            coef[j] = r * (s * q).sum(-1)
-            q -= coef[j, :, None] * y
-        s, y, r = s_hist[slots[0], active], y_hist[slots[0], active], rho[slots[0], active]
-        first = 1.0 / ga.norm(dim=-1).clamp_min(1e-300)  # no history yet: a unit-length step
-        gamma = torch.where(r > 0, (s * y).sum(-1) / (y * y).sum(-1).clamp_min(1e-300), first)
-        direction = gamma[:, None] * q
-        for j in reversed(range(history)):
-            slot = slots[j]
-            s, y, r = s_hist[slot, active], y_hist[slot, active], rho[slot, active]
-            direction += s * (coef[j] - r * (y * direction).sum(-1))[:, None]
-        direction = -direction
-        slope = (ga * direction).sum(-1)
-        uphill = slope >= 0
-        direction[uphill] = -ga[uphill] * first[uphill, None]
-        slope = (ga * direction).sum(-1)
-        # Backtracking line search, per row, evaluating only rows not yet accepted.
-        step = torch.ones(k, dtype=x.dtype)
-        x_new, f_new, g_new = xa.clone(), fa.clone(), ga.clone()
-        accepted = torch.zeros(k, dtype=torch.bool)
-        todo = cols
-        for _ in range(60):
-            trial = xa[todo] + step[todo, None] * direction[todo]
-            ft, gt = fun(trial, active[todo])
-            good = ft <= fa[todo] + 1e-4 * step[todo] * slope[todo]
-            hit = todo[good]
-            x_new[hit], f_new[hit], g_new[hit] = trial[good], ft[good], gt[good]
-            accepted[hit] = True
-            todo = todo[~good]
-            if len(todo) == 0:
-                break
-            step[todo] *= 0.5
-        s, y = x_new - xa, g_new - ga
-        sy = (s * y).sum(-1)
-        update = accepted & (sy > 1e-300)
-        rows_u, slot_u = active[update], ka[update] % history
-        s_hist[slot_u, rows_u], y_hist[slot_u, rows_u] = s[update], y[update]
-        rho[slot_u, rows_u] = 1.0 / sy[update]
-        stored[rows_u] += 1
-        x[active], f[active], g[active] = x_new, f_new, g_new
-        iters[active] += 1
-        done = ~accepted | (g_new.abs().amax(-1) <= gtol) | ((fa - f_new) <= ftol * f_new.abs())
-        active = active[~done]
-    return x, f, iters
-
-
 @dataclass(frozen=True)
 class Approach3Fit:
     """L(N, D) = E + A/N^α + B/D^β, fitted; the compute-optimal frontier follows in closed form."""
@@ -646,10 +573,10 @@ def _fit_approach3(
     """fit_approach3 after its inputs are checked."""
     fun = _HuberLSE(n, d, y, delta)
     # Loose pass over every start to find the basins, then polish the best few tightly.
-    x, f, _ = _batched_lbfgs(fun, starts, ftol=1e-6, gtol=1e-9, max_iter=300)
+    x, f, _ = batched_lbfgs(fun, starts, ftol=1e-6, gtol=1e-9, max_iter=300)
     f = torch.where(torch.isfinite(f), f, torch.inf)
     best = torch.argsort(f)[: min(16, len(f))]
-    x, f, _ = _batched_lbfgs(fun, x[best], ftol=1e-14, gtol=1e-12, max_iter=2000)
+    x, f, _ = batched_lbfgs(fun, x[best], ftol=1e-14, gtol=1e-12, max_iter=2000)
     i = int(torch.argmin(f))
     theta = x[i]
     la, lb, le, alpha, beta = (float(v) for v in theta)
@@ -659,7 +586,7 @@ def _fit_approach3(
         idx = rng.integers(0, len(n), size=(n_bootstrap, len(n)))
         counts = np.stack([np.bincount(row, minlength=len(n)) for row in idx])
         fun.weights = torch.as_tensor(counts, dtype=torch.float64)
-        xb, _, _ = _batched_lbfgs(
+        xb, _, _ = batched_lbfgs(
             fun, theta.expand(n_bootstrap, 5).clone(), ftol=1e-12, gtol=1e-12, max_iter=1000
         )
         xb = xb.numpy()
@@ -748,6 +675,18 @@ def load_chinchilla(path: str | Path | None = None, drop_highest: int = 5) -> pd
     return df.reset_index(drop=True)
 
 
+def load_published() -> pd.DataFrame:
+    """Published scaling-law numbers (study, group, quantity, value, se, …) with their sources."""
+    return pd.read_csv(PUBLISHED_CSV)
+
+
+def published_values(study: str, group: str, column: str = "value") -> dict[str, float]:
+    """One group of the published numbers as quantity → value (or se, …), e.g. a fitted law."""
+    table = load_published()
+    rows = table[(table.study == study) & (table.group == group) & table.item.isna()]
+    return dict(zip(rows.quantity, rows[column].astype(float)))
+
+
 @dataclass(frozen=True)
 class Dial:
     """A model family, one model per depth (`nanolib.model.config_for_depth`), for reading fits.
@@ -824,6 +763,22 @@ class Dial:
             loss = p["E"] + p["A"] / N ** p["alpha"] + p["B"] / D ** p["beta"]
         best = np.argmin(loss, axis=1)
         return {"n_opt": N[best], "d_opt": D[best], "loss": loss[np.arange(len(best)), best]}
+
+    def optimum_interval(
+        self, fit: Approach3Fit, flops: float, convention: str = "matmul", ci: float = 0.8
+    ) -> dict[str, Any]:
+        """A fit's optimum along the dial at `flops` (n_opt, D/N ratio), with its bootstrap's
+        percentile intervals at level `ci` (n_interval, ratio_interval)."""
+        if fit.bootstrap is None:
+            raise ValueError("no bootstrap: refit with fit_approach3(..., n_bootstrap=200)")
+        point = self.optimum(fit, flops, convention)
+        boot = self.optimum(fit.bootstrap, flops, convention)
+        return {
+            "n_opt": point["n_opt"][0],
+            "n_interval": percentile_interval(boot["n_opt"], ci),
+            "ratio": point["d_opt"][0] / point["n_opt"][0],
+            "ratio_interval": percentile_interval(boot["d_opt"] / boot["n_opt"], ci),
+        }
 
 
 def depth_for_budget(

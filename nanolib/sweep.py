@@ -21,7 +21,7 @@ import csv
 import math
 import os
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nanolib.checkpoint import META
+from nanolib.checkpoint import META, read_metrics
 from nanolib.config import Book
 from nanolib.files import atomic_write_json, atomic_write_text, read_json, sha256_file
 from nanolib.model import CONVENTIONS, GPTConfig, scaling_params
@@ -193,6 +193,21 @@ def _eval_count(num_steps: int, eval_every: int) -> int:
     return 2 + between
 
 
+def depths_per_budget(
+    budgets: Sequence[float], depths: Iterable[int] | Iterable[Iterable[int]]
+) -> list[list[int]]:
+    """The sorted depths of each budget, from one list for all or one list per budget."""
+    depths = list(depths)
+    if depths and all(isinstance(d, Iterable) for d in depths):
+        if len(depths) != len(budgets):
+            raise SweepPlanError(
+                f"{len(depths)} depth lists for {len(budgets)} budgets: give one list per budget, "
+                "or one list for all"
+            )
+        return [sorted(int(d) for d in ds) for ds in depths]
+    return [sorted(int(d) for d in depths)] * len(budgets)
+
+
 def plan_isoflop(
     base: TrainConfig,
     budgets: Iterable[float],
@@ -217,16 +232,7 @@ def plan_isoflop(
     SweepPlanError. Rows are sorted by budget, then depth.
     """
     budgets = [float(b) for b in budgets]
-    depths = list(depths)
-    if depths and all(isinstance(d, Iterable) for d in depths):
-        if len(depths) != len(budgets):
-            raise SweepPlanError(
-                f"{len(depths)} depth lists for {len(budgets)} budgets: give one list per budget, "
-                "or one list for all"
-            )
-        per_budget = [sorted(int(d) for d in ds) for ds in depths]
-    else:
-        per_budget = [sorted(int(d) for d in depths)] * len(budgets)
+    per_budget = depths_per_budget(budgets, depths)
     if not budgets or not all(per_budget):
         raise SweepPlanError(f"an isoFLOP sweep needs budgets and depths; got {budgets} × {depths}")
     for name, values in (("budget", budgets), *(("depth", ds) for ds in per_budget)):
@@ -581,3 +587,35 @@ def run_family(
         )
         atomic_write_text(family_dir / MODELS_CSV, pd.DataFrame(rows).to_csv(index=False))
     return pd.DataFrame(rows)
+
+
+def family_histories(family_dir: str | Path, models: pd.DataFrame) -> dict[int, pd.DataFrame]:
+    """Each family member's metrics.jsonl as a frame, by depth (`models`: its models.csv)."""
+    family_dir = Path(family_dir)
+    return {
+        int(r.depth): pd.DataFrame(read_metrics(family_dir / r.checkpoint))
+        for r in models.itertuples()
+    }
+
+
+def curve_crossings(curves: Mapping[int, pd.DataFrame], past: float = 0.2) -> pd.DataFrame:
+    """Does a bigger model's val curve ever dip below its smaller neighbour's at equal compute?
+
+    `curves` maps depth → rows with `flops` and `val_bpb`. For each pair of neighbours, over
+    the smaller model's points past `past` of its compute that the bigger one also reached, the
+    gap is the bigger model's bpb (interpolated in log FLOPs) minus the smaller one's; the
+    curves cross where it is negative. One row per pair: points compared, smallest gap, cross.
+    """
+    rows = {}
+    depths = sorted(curves)
+    for small, large in zip(depths[:-1], depths[1:]):
+        vs, vl = curves[small], curves[large]
+        shared = vs[(vs.flops >= past * vs.flops.max()) & (vs.flops >= vl.flops.min())]
+        at_large = np.interp(np.log(shared.flops), np.log(vl.flops), vl.val_bpb)
+        gap = at_large - shared.val_bpb.to_numpy()
+        rows[f"d{large} − d{small}"] = {
+            "points compared": len(gap),
+            "smallest gap (bpb)": gap.min() if len(gap) else math.nan,
+            "cross": bool((gap < 0).any()),
+        }
+    return pd.DataFrame(rows).T

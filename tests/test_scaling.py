@@ -20,6 +20,7 @@ from nanolib.scaling import (
     fit_approach3,
     fit_isoflop,
     load_chinchilla,
+    percentile_interval,
 )
 
 # Epoch's estimate (Besiroglu et al. 2024), rounded: the "true" law of the synthetic data.
@@ -222,8 +223,17 @@ def test_isoflop_bootstrap_is_seeded(synthetic):
     lo, hi = first.interval("a")
     assert lo < first.a < hi and hi - lo < 0.1
     assert (first.budgets["tokens_per_param_lo"] <= first.budgets["tokens_per_param_hi"]).all()
+    lo, hi = first.n_opt_interval(1e19)
+    assert lo < first.n_opt(1e19) < hi
     with pytest.raises(ValueError, match="n_bootstrap"):
         fit_isoflop(data, "N", "loss", "budget").interval("a")
+
+
+def test_percentile_interval():
+    assert percentile_interval(range(101)) == pytest.approx((10.0, 90.0))
+    assert percentile_interval([1.0, float("nan"), 3.0], ci=1.0) == (1.0, 3.0)
+    lo, hi = percentile_interval([float("nan")] * 3)
+    assert math.isnan(lo) and math.isnan(hi)
 
 
 def test_isoflop_parabola_passes_near_its_points(synthetic):

@@ -35,7 +35,10 @@ from nanolib.sweep import (
     SweepFormatError,
     SweepPlanError,
     append_sweep_row,
+    curve_crossings,
+    depths_per_budget,
     family_tokenizer,
+    fitted_family_ratio,
     plan_family,
     plan_isoflop,
     read_sweep,
@@ -424,3 +427,33 @@ def test_sweep_bad_header_and_bad_row_to_append(tmp_path):
     assert not (tmp_path / "new.csv").exists()
     with pytest.raises(FileNotFoundError, match="no sweep CSV"):
         read_sweep(tmp_path / "missing.csv")
+
+
+def test_curve_crossings_finds_a_bigger_model_dipping_below():
+    flops = np.geomspace(1e9, 1e11, 9)
+    small = pd.DataFrame({"flops": flops, "val_bpb": np.linspace(3.0, 2.0, 9)})
+    stacked = pd.DataFrame({"flops": flops * 3, "val_bpb": np.linspace(2.9, 1.5, 9)})
+    crossing = pd.DataFrame({"flops": flops * 3, "val_bpb": np.linspace(3.5, 1.0, 9)})
+    none = curve_crossings({1: small, 2: stacked.assign(val_bpb=stacked.val_bpb + 1)})
+    assert not none.cross.any() and list(none.index) == ["d2 − d1"]
+    assert curve_crossings({1: small, 2: crossing}).cross.all()
+
+
+def test_fitted_family_ratio_solves_ratio_and_compute_together():
+    n = np.geomspace(1e4, 1e6, 10)
+    dial = Dial(pd.DataFrame({"depth": range(1, 11), "matmul": n, "flops_per_token": 6 * n}))
+
+    class Fit:  # a ratio that grows with compute: D/N = (C / 1e12)^0.1
+        def tokens_per_param(self, flops):
+            return (flops / 1e12) ** 0.1
+
+    ratio = fitted_family_ratio(Fit(), dial, 5, start_flops=1e12)
+    c = 6 * n[4] * ratio * n[4]  # the compute depth 5 spends at that ratio
+    assert ratio == pytest.approx(Fit().tokens_per_param(c), rel=1e-9)
+
+
+def test_depths_per_budget():
+    assert depths_per_budget([1e9, 2e9], [3, 1]) == [[1, 3], [1, 3]]
+    assert depths_per_budget([1e9, 2e9], [[2, 1], [4, 3]]) == [[1, 2], [3, 4]]
+    with pytest.raises(SweepPlanError, match="2 depth lists for 3 budgets"):
+        depths_per_budget([1, 2, 3], [[1], [2]])

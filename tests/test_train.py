@@ -144,6 +144,10 @@ def test_finished_run_is_not_trained_again(tokenizer_dir, tmp_path):
     assert len(losses(cfg.out_dir)) == 2
     model, meta = load_model(cfg.out_dir)
     assert meta["step"] == 2 and isinstance(model, GPT)
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint of step 1; steps here: \[2\]"):
+        load_model(cfg.out_dir, step=1)
+    with pytest.raises(FileNotFoundError, match="no checkpoint in"):
+        load_model(Path(cfg.out_dir) / "nothing")
 
 
 def test_torchrun_two_ranks_match_one_process(tokenizer_dir, tmp_path):
