@@ -264,6 +264,13 @@ class Run:
             if lock is not None:
                 lock.release()
 
+    @property
+    def shown_dir(self) -> Path:
+        """Where the run will live: runs/<preset>/<chapter>/, not the work folder it fills first."""
+        if self.dir == partial_dir(self.slug, self.preset):
+            return run_dir_for(self.slug, self.preset)
+        return self.dir
+
     def summary(self) -> str:
         """A short table of what this run will do."""
         rows = [
@@ -271,7 +278,7 @@ class Run:
             ("preset", self.preset),
             ("device", self.device),
             ("nproc", self.nproc),
-            ("run dir", self.dir),
+            ("run dir", self.shown_dir),
         ]
         rows += [(k, v) for k, v in self.params.items()]
         width = max(len(str(k)) for k, _ in rows)

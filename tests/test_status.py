@@ -113,3 +113,11 @@ def test_staleness_follows_the_artifacts_a_chapter_read(runs):
     (runs / "01_tokenizer").rename(runs.parent / "old01")
     fake_run(runs, "01_tokenizer", artifacts={"tokenizer": "t1"}, **late)
     assert run_state(BOOK, "04", "smoke").status == "ok"
+
+
+def test_a_run_shows_where_it_will_live_not_its_work_folder(runs):
+    from nanolib.runs import Run, partial_dir
+
+    run = Run(BOOK, "02_model", "smoke", {}, partial_dir("02_model", "smoke"), "cpu", 1)
+    assert f"run dir  {runs / '02_model'}" in run.summary()
+    assert ".partial" not in run.summary()
