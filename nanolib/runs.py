@@ -56,7 +56,7 @@ def failed_notebook(slug: str, preset: str) -> Path:
 
 def run_lock_path(slug: str, preset: str) -> Path:
     """The lock file that lets one run of a chapter at a preset write at a time."""
-    return runs_root() / preset / f".{slug}.lock"
+    return runs_root() / preset / ".locks" / f"{slug}.lock"  # kept: removing a lock file races
 
 
 def partial_dir(slug: str, preset: str) -> Path:
