@@ -14,7 +14,7 @@ import yaml
 
 from nanolib.config import BookConfigError, load_book
 from nanolib.procs import AlreadyRunningError, Interrupted, raise_on_signals
-from nanolib.runs import ArtifactMissingError, run_state
+from nanolib.runs import ArtifactCorruptError, ArtifactMissingError, run_state
 
 
 def _parse_overrides(pairs: list[list[str]] | None) -> dict:
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         rc = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, not at exit
         return rc
-    except (BookConfigError, ArtifactMissingError) as e:
+    except (BookConfigError, ArtifactMissingError, ArtifactCorruptError) as e:
         print(f"nanobook: error: {e}", file=sys.stderr)
         return 2
     except AlreadyRunningError as e:
