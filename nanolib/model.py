@@ -11,6 +11,10 @@ Architecture, in the order a token meets it:
 - MLP: ``c_fc`` (d_model → 4·d_model), ReLU², ``c_proj`` (4·d_model → d_model);
 - a final RMSNorm, ``lm_head``, and logits soft-capped in fp32: ``softcap·tanh(logits/softcap)``.
 
+Inference runs the same forward pass with a KV cache (``kv_cache=``, see nanolib.engine): the
+new tokens' rotary angles start at the cache's position, their keys and values are appended to
+it, and attention reads everything cached so far.
+
 Init (``GPT.init_weights``): ``wte`` ~ N(0, 1); ``lm_head`` ~ N(0, 0.001) so the first
 prediction is near-uniform; ``c_q``, ``c_k``, ``c_v``, ``c_fc`` ~ U(±√3/√d_in), i.e. std 1/√d_in;
 both ``c_proj`` are zero, so every block starts as the identity on the residual stream.
@@ -19,13 +23,36 @@ both ``c_proj`` are zero, so every block starts as the identity on the residual 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 CONVENTIONS = ("all", "non_embedding", "matmul")
+
+
+class LayerKV(Protocol):
+    """One layer's slice of a KV cache (nanolib.engine.KVCache implements it)."""
+
+    pos: int  # tokens cached before this step
+
+    def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v (B, kv_heads, T, head_dim) at pos; return keys and values 0 … pos + T − 1."""
+        ...
+
+
+class KVCacheLike(Protocol):
+    """A KV cache the forward pass reads and appends to: one LayerKV per block."""
+
+    pos: int
+    layers: Sequence[LayerKV]
+
+    def advance(self, n: int) -> None:
+        """Record that n more tokens are cached (called once per forward, after every layer)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -126,8 +153,10 @@ class CausalSelfAttention(nn.Module):
         self.c_v = nn.Linear(d, kv_dim, bias=False)
         self.c_proj = nn.Linear(d, d, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """(B, T, d_model) → (B, T, d_model)."""
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv_cache: LayerKV | None = None
+    ) -> torch.Tensor:
+        """(B, T, d_model) → (B, T, d_model); with a cache, attend to what it holds as well."""
         B, T, _ = x.shape
         q = self.c_q(x).view(B, T, self.n_head, self.head_dim)
         k = self.c_k(x).view(B, T, self.n_kv_head, self.head_dim)
@@ -135,9 +164,21 @@ class CausalSelfAttention(nn.Module):
         q, k = norm(apply_rotary(q, cos, sin)), norm(apply_rotary(k, cos, sin))
         # Under autocast the norm may return fp32 while v is bf16; SDPA wants one dtype.
         q, k, v = (t.to(v.dtype).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, enable_gqa=self.n_kv_head != self.n_head
-        )
+        gqa = self.n_kv_head != self.n_head
+        if kv_cache is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        else:
+            pos, dtype = kv_cache.pos, q.dtype
+            k, v = kv_cache.update(k, v)  # everything cached so far, this step's T included
+            q = q.to(k.dtype)  # the cache may hold another dtype than this step computes in
+            if T == 1:  # one new query sees every cached key: no mask
+                y = F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
+            elif pos == 0:
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+            else:  # query i sits at position pos + i; is_causal would align it to key i
+                mask = torch.ones(T, pos + T, dtype=torch.bool, device=q.device).tril(pos)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+            y = y.to(dtype)
         return self.c_proj(y.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -162,9 +203,11 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(config)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv_cache: LayerKV | None = None
+    ) -> torch.Tensor:
         """Add attention, then MLP, to the residual stream."""
-        x = x + self.attn(norm(x), cos, sin)
+        x = x + self.attn(norm(x), cos, sin, kv_cache)
         return x + self.mlp(norm(x))
 
 
@@ -201,20 +244,31 @@ class GPT(nn.Module):
         idx: torch.Tensor,
         targets: torch.Tensor | None = None,
         loss_reduction: str = "mean",
+        kv_cache: KVCacheLike | None = None,
     ) -> torch.Tensor:
         """Logits (B, T, vocab_size) in fp32, or the cross-entropy loss if targets are given.
 
         Targets equal to -1 are ignored. loss_reduction "none" returns the loss per token (B, T).
+        With a kv_cache (inference), idx continues what the cache holds: its tokens sit at
+        positions cache.pos … cache.pos + T − 1, attend to the cached ones, are cached in turn,
+        and cache.pos advances by T.
         """
         B, T = idx.shape
-        if T > self.config.seq_len:
+        pos = 0 if kv_cache is None else kv_cache.pos
+        if pos + T > self.config.seq_len:
             raise ValueError(
-                f"sequence of {T} tokens is longer than the model's seq_len={self.config.seq_len}"
+                f"sequence of {pos + T} tokens is longer than the model's "
+                f"seq_len={self.config.seq_len}"
             )
-        cos, sin = self.cos[:, :T], self.sin[:, :T]
+        cos, sin = self.cos[:, pos : pos + T], self.sin[:, pos : pos + T]
         x = norm(self.wte(idx))
-        for block in self.blocks:
-            x = block(x, cos, sin)
+        if kv_cache is None:
+            for block in self.blocks:
+                x = block(x, cos, sin)
+        else:
+            for block, layer in zip(self.blocks, kv_cache.layers, strict=True):
+                x = block(x, cos, sin, layer)
+            kv_cache.advance(T)
         logits = self.lm_head(norm(x)).float()
         softcap = self.config.softcap
         logits = softcap * torch.tanh(logits / softcap)
