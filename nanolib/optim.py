@@ -109,13 +109,20 @@ class Muon(torch.optim.Optimizer):
                     raise ValueError(f"Muon takes 2-D matrices only, got shape {tuple(p.shape)}")
         # Not hyperparameters: kept out of the param groups, so out of checkpoints.
         self.batched = batched
-        self.compiled = compile
+        self.compiled = False
         self.update = muon_update
-        if compile:
-            # One graph per (shape, count) of matrices, the same code for every model: a sweep of
-            # many widths and depths in one process needs more than dynamo's default 8 entries.
-            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-            self.update = torch.compile(muon_update, dynamic=False)
+        self.use_compiled(compile)
+
+    def use_compiled(self, on: bool = True) -> None:
+        """Run the update through torch.compile (on) or eagerly from the next step on."""
+        self.compiled = on
+        if not on:
+            self.update = muon_update
+            return
+        # One graph per (shape, count) of matrices, the same code for every model: a sweep of
+        # many widths and depths in one process needs more than dynamo's default 8 entries.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        self.update = torch.compile(muon_update, dynamic=False)
 
     @torch.no_grad()
     def step(self) -> None:
@@ -155,6 +162,10 @@ class Optimizers:
     def param_groups(self) -> list[dict[str, Any]]:
         """Every group of both optimizers; each has "name", "lr" and "initial_lr"."""
         return self.muon.param_groups + self.adamw.param_groups
+
+    def use_compiled(self, on: bool = True) -> None:
+        """Muon's update through torch.compile (on) or eagerly; AdamW is unchanged."""
+        self.muon.use_compiled(on)
 
     def step(self) -> None:
         """Step both optimizers."""
