@@ -576,6 +576,9 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any] | None:
         "wall_s": wall_before + time.perf_counter() - t_start,
         "device": device_name(device),
         "world_size": world,
+        "compiled": trial.compiled,  # torch.compile at the end of the run (model and Muon)
+        "compile_s": trial.compile_s,  # the first compiled step, compilation included
+        "bf16": bf16,
         "resumed_from": first_step if resume else None,
         "samples": sample_texts(raw, tokenizer, prompts, cfg.sample_tokens, cfg.seed),
     }
