@@ -779,8 +779,8 @@ tested.round(4)
 #
 # The rule: **measure tokens per second per shape** before a long run. Here, with the same
 # measurement as the planner's, at a fixed depth: widths on and off round numbers, and one width
-# cut into different numbers of heads. On a CPU the differences are small and noisy; at the GPU presets the same cell
-# times GPU shapes.
+# cut into different numbers of heads. On a CPU the differences are small and noisy; at the GPU
+# presets the same cell times GPU shapes.
 
 # %%
 shape_rows = []
