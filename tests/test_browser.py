@@ -74,6 +74,8 @@ def open_page(chromium) -> Iterator[Callable[..., Page]]:
         def new_page(offline: bool = True, **options) -> Page:
             options.setdefault("viewport", {"width": 1280, "height": 900})
             page = browser.new_context(**options).new_page()
+            # generous: on a loaded 2-core machine a chapter page with ten figures took > 30 s
+            page.set_default_timeout(90_000)
             seen = Page(page, offline=offline)
             page.on("request", lambda r: seen.requests.append(r.url))
             page.on("requestfailed", lambda r: seen.failed.append(f"{r.url} ({r.failure})"))
