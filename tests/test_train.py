@@ -250,7 +250,7 @@ def test_a_compile_trial_switches_mid_run_and_keeps_training(tokenizer_dir, tmp_
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(inductor))
     monkeypatch.setattr(compiling, "known_compile_s", lambda: 0.0)  # always worth a try
     eager = T.launch(small(tmp_path / "eager", tokenizer_dir, compile=False), progress=False)
-    trial = small(tmp_path / "trial", tokenizer_dir)  # compile=None: measure
+    trial = small(tmp_path / "trial", tokenizer_dir, compile=None)  # measure
     summary = T.launch(trial, progress=False)
     [verdict] = (tmp_path / "runs" / ".cache" / "compile").glob("*.json")
     verdict = json.loads(verdict.read_text())
