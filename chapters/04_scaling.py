@@ -143,7 +143,7 @@ fig.show()
 # %%
 t0 = time.perf_counter()
 chin3 = scaling.fit_approach3(
-    chinchilla.N, chinchilla.D, chinchilla.loss, n_bootstrap=run.p.n_bootstrap
+    chinchilla.N, chinchilla.D, chinchilla.loss, n_bootstrap=run.p.n_bootstrap, seed=run.p.seed
 )
 chin3_s = time.perf_counter() - t0
 n_boot = run.p.n_bootstrap
@@ -260,13 +260,26 @@ fig.show()
 #
 # The same 240 points, read the other way: a parabola in log N per budget, its vertex, then power
 # laws. The interval is the 10th–90th percentile of bootstrap resamples of the runs within each
-# budget — Chinchilla's own convention in its Table 2.
+# budget — Chinchilla's own convention in its Table 2. D_opt is read off the runs' own token
+# counts (the `D` column, each run's own C over 6N), not off the nominal budget: the extracted
+# runs do not sit exactly on their isoFLOP lines, and C_budget/(6N) would shift every ratio.
+# `fit_isoflop` does this by default — it uses a `tokens` or `D` column when the data has one and
+# falls back to C/(6N) only when it has neither; `tokens_rule` says which it used.
 
 # %%
 t0 = time.perf_counter()
-chin2 = scaling.fit_isoflop(chinchilla, n_col="N", loss_col="loss", n_bootstrap=n_boot)
+chin2 = scaling.fit_isoflop(
+    chinchilla, n_col="N", loss_col="loss", n_bootstrap=n_boot, seed=run.p.seed
+)
 chin2_s = time.perf_counter() - t0
-print(f"Approach 2 with {n_boot:,} bootstrap refits: {chin2_s:.2f} s")
+nominal = scaling.fit_isoflop(chinchilla, n_col="N", loss_col="loss", tokens_col=None)
+on_line = chinchilla.dropna(subset=["budget"])
+off = on_line.C / on_line.budget - 1
+print(f"Approach 2 with {n_boot:,} bootstrap refits: {chin2_s:.2f} s; D from {chin2.tokens_rule}")
+print(f"runs' C vs their budget: median {off.median():+.1%}, {off.min():+.0%} to {off.max():+.0%}")
+lo_c = chin2.budgets.budget.min()
+print(f"D/N at {lo_c:.0e}: {chin2.budgets.tokens_per_param.iloc[0]:.1f} from the runs' D, "
+      f"{nominal.budgets.tokens_per_param.iloc[0]:.1f} from C_budget/(6N)")  # fmt: skip
 chin2.budgets[["budget", "n_points", "n_opt", "d_opt", "tokens_per_param", "loss_opt", "flag"]]
 
 # %% [markdown]
@@ -418,9 +431,10 @@ sweep_runs.round({"val_bpb": 4, "wall_s": 1})
 # %%
 t0 = time.perf_counter()
 fits2 = {
-    c: scaling.fit_isoflop(sweep_runs, f"n_params_{c}", tokens_col="tokens", n_bootstrap=n_boot)
+    c: scaling.fit_isoflop(sweep_runs, f"n_params_{c}", n_bootstrap=n_boot, seed=run.p.seed)
     for c in CONVENTIONS
 }
+print(f"D_opt from the runs' own {fits2['matmul'].tokens_rule}")
 fit2_s, fit2 = time.perf_counter() - t0, fits2["matmul"]
 vertices = fit2.budgets[fit2.budgets.ok]
 print(f"Approach 2 on {len(sweep_runs)} runs × 3 conventions: {fit2_s:.2f} s")
@@ -457,7 +471,11 @@ optima[shown].round({"d_opt": 0, "loss_opt": 4})
 t0 = time.perf_counter()
 fits3 = {
     c: scaling.fit_approach3(
-        sweep_runs[f"n_params_{c}"], sweep_runs.tokens, sweep_runs.val_bpb, n_bootstrap=n_boot
+        sweep_runs[f"n_params_{c}"],
+        sweep_runs.tokens,
+        sweep_runs.val_bpb,
+        n_bootstrap=n_boot,
+        seed=run.p.seed,
     )
     for c in CONVENTIONS
 }
