@@ -457,7 +457,9 @@ optima = fit2.budgets.assign(
     tokens_per_param=plots.interval_column(fit2.budgets, "tokens_per_param", ".1f"),
 )
 shown = ["budget", "n_opt", "d_opt", "tokens_per_param", "loss_opt", "flag"]
-optima[shown].round({"d_opt": 0, "loss_opt": 4})
+display(optima[shown].round({"d_opt": 0, "loss_opt": 4}))
+expect(fit2.budgets.ok.all(), "each budget's runs trace a U whose minimum lies inside them",
+       preset=run.preset)  # fmt: skip
 
 # %% [markdown]
 # ## Approach 3 on our sweep, and how the two differ

@@ -33,7 +33,7 @@
 # | preset | bundle | items per task | hardware | time |
 # |---|---|---|---|---|
 # | `smoke` | tiny (8 tasks) | 4 | any CPU | seconds |
-# | `tiny` | tiny (8 tasks, 150 items each) | 50 | 2 CPU cores | ≈ 20 s per depth-4 model |
+# | `tiny` | tiny (8 tasks, up to 150 items each) | 50 | 2 CPU cores | ≈ 20 s per depth-4 model |
 # | `d12` | DCLM (22 tasks) | 500 | 1 × H100 | minutes |
 # | `miniseries`, `speedrun` | DCLM (22 tasks, ≈ 91,000 items) | all | 1 × H100 | ≈ 10 min per d20 |
 #
