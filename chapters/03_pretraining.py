@@ -443,8 +443,9 @@ pd.Series(
 ).to_frame()
 
 # %%
-say(f"This run trained for {summary['wall_s'] / 60:.1f} min on {summary['device']} "
-    f"({summary['tokens']:,} tokens).")  # fmt: skip
+wall_s = summary["wall_s"]
+took = f"{wall_s:.0f} s" if wall_s < 120 else f"{wall_s / 60:.1f} min"
+say(f"This run trained for {took} on {summary['device']} ({summary['tokens']:,} tokens).")
 
 # %% [markdown]
 # ## What it writes
