@@ -631,12 +631,20 @@ if "flops_our_fit" in table:
         "decades of compute (negative: inside what we trained).")  # fmt: skip
 shown.set_index("target")
 
+# %%
+flops_gap = float((table.flops / published_table.flops - 1).abs().max())
+spread_175b = float(table.flops_p90.iloc[-1] / table.flops_p10.iloc[-1])
+expect(flops_gap < 0.03, f"our FLOPs are within 3% of nanochat's ({flops_gap:.1%})",
+       preset=run.preset)  # fmt: skip
+expect(spread_175b > 10, f"the bootstrap band at 175B spans more than a factor of ten "
+       f"({spread_175b:.0f}×)", preset=run.preset)  # fmt: skip
+
 # %% [markdown]
 # Our FLOPs agree with nanochat's listed ones to within 3% at every target: the same points give
 # the same curve. Our hours are a little longer because we assume 40% MFU where nanochat's times
 # imply about 45%. How touchy the far end is: rounding b from the fitted 0.03438 to the printed
 # 0.0344 moves GPT-3 175B's FLOPs from 5.7 × 10²³ to 5.5 × 10²³, and the bootstrap band there
-# spans a factor of twenty.
+# spans the factor printed above.
 #
 # **The check against GPT-3 175B.** GPT-3 175B really trained with 3.14 × 10²³ FLOPs (Brown et
 # al. 2020, Table D.1). The curve asks for more:
