@@ -465,15 +465,15 @@ escape_table(pd.DataFrame(summary["samples"])).set_properties(
 # ## Checkpoints and resuming
 #
 # A checkpoint is the weights, the optimizer state (Muon's momenta, Adam's moments and step
-# counts), the random-number states and the loader position, written to temporary names and
-# renamed; `meta.json` is written last, so a run killed mid-save still has its previous complete
-# checkpoint. The tests kill a run with SIGKILL, resume it, and require the same loss at every
+# counts), the random-number states and the loader position (`source`: where the stage's data
+# stands), written to temporary names and renamed; `meta.json` is written last, so a run killed
+# mid-save still has its previous complete checkpoint. The tests kill a run with SIGKILL, resume it, and require the same loss at every
 # step as a run that was never interrupted. Chapters 5–8 load the weights from here.
 
 # %%
 meta = read_meta(out_dir)
 print(sorted(f.name for f in out_dir.iterdir()))
-{k: meta[k] for k in ("step", "num_steps", "loader", "val_bpb")}
+{k: meta[k] for k in ("step", "num_steps", "source", "last_eval")}
 
 # %% [markdown]
 # ## Many GPUs

@@ -109,6 +109,18 @@ RANGES: dict[str, Range] = {
     "max_per_task": AT_LEAST_1,
     "mfu": Range(lo=0, hi=1, lo_open=True),
     "dollars_per_gpu_hour": AT_LEAST_0,
+    # RL
+    "task": Range(choices=("tiny_arithmetic", "gsm8k")),  # generative tasks with an answer
+    "num_epochs": POSITIVE,
+    "problems_per_step": AT_LEAST_1,
+    "max_new_tokens": AT_LEAST_1,
+    "temperature": POSITIVE,
+    "top_k": AT_LEAST_1,
+    "lr_frac": AT_LEAST_0,
+    "eval_problems": AT_LEAST_0,
+    "eval_samples": AT_LEAST_0,
+    "survey_problems": AT_LEAST_1,
+    "demo_steps": AT_LEAST_1,
 }
 
 

@@ -15,3 +15,8 @@ def tiny_config(tokenizer_dir: str | Path, out_dir: str | Path = "", **kw) -> Tr
     """TINY_RUN with the given tokenizer and output folder; keywords override any field."""
     fields = {**TINY_RUN, **kw}
     return TrainConfig(out_dir=str(out_dir), tokenizer_dir=str(tokenizer_dir), **fields)
+
+
+def parity_reward(record: dict, completion: str) -> float:
+    """A reward an untrained model earns about half the time: 1 for an odd-length completion."""
+    return float(len(completion) % 2)
