@@ -88,7 +88,7 @@ RANGES: dict[str, Range] = {
     "warmup_steps": AT_LEAST_0,
     "warmdown_ratio": FRACTION,
     "final_lr_frac": FRACTION,
-    "eval_every": AT_LEAST_1,
+    "eval_every": AT_LEAST_0,  # 0: at the start and the end only
     "eval_tokens": AT_LEAST_1,
     "checkpoint_every": AT_LEAST_0,  # 0: only the final checkpoint
     "num_samples": AT_LEAST_0,
