@@ -94,6 +94,13 @@ RANGES: dict[str, Range] = {
     "num_samples": AT_LEAST_0,
     "sample_tokens": AT_LEAST_1,
     "bigram_max_tokens": AT_LEAST_1,
+    # chat: SFT, its evals, RL
+    "lr_frac": AT_LEAST_0,  # × the previous stage's learning rates
+    "val_per_task": AT_LEAST_1,
+    "eval_items": AT_LEAST_1,
+    "max_new_tokens": AT_LEAST_1,
+    "eval_batch_size": AT_LEAST_1,
+    "temperature": AT_LEAST_0,
     # scaling sweep and miniseries
     "sweep_budgets": POSITIVE,
     "sweep_depths": AT_LEAST_1,
