@@ -506,7 +506,7 @@ def train_sft(cfg: SFTConfig, *, progress: bool = True) -> dict[str, Any] | None
 
     result = run_loop(
         out,
-        asdict(cfg),
+        {**asdict(cfg), **p.lrs},  # the peak LRs in meta.json: what the next stage scales
         NOT_TRAJECTORY,
         Schedule(
             p.num_steps,

@@ -216,6 +216,8 @@ def test_sft_lowers_the_held_out_loss_and_saves_a_loadable_model(tokenizer_dir, 
     assert summary["step"] == 6 and summary["val_loss"] == vals[-1]
     model, meta = load_model(cfg.out_dir)
     assert meta["step"] == 6
+    # the peak LRs are in meta.json: RL (nanolib.rl_train.init_lrs) scales them
+    assert {k: meta["config"][k] for k in BASE_LRS} == {k: 2.0 * v for k, v in BASE_LRS.items()}
     tok = Tokenizer.load(tokenizer_dir)
     held = list(load_task("tiny_arithmetic", "test", **SIZES))
     assert evaluate_loss(model, tok, held, 128, 4) < evaluate_loss(
