@@ -31,14 +31,15 @@
 # |---|---|---|---|---|
 # | `smoke` | depth 1 | ≈ 160, 3 steps | any CPU | seconds |
 # | `tiny` | depth 4 | the tiny world: 8,800, one pass | 2 CPU cores | ≈ 4–5 min |
-# | `d12` | depth 12 | SmolTalk, MMLU ×3, GSM8K ×4: ≈ 790 K | 1 × H100 | ≈ 1 h |
-# | `miniseries`, `speedrun` | depth 20, 24 | the same | 8 × H100 | ≈ 20–40 min |
+# | `d12` | depth 12 | SmolTalk, MMLU ×3, GSM8K ×4: ≈ 790 K | 1 × H100 | ≈ 20–30 min |
+# | `miniseries`, `speedrun` | depth 20, 24 | the same | 8 × H100 | ≈ 20–30 min |
 #
 # The GPU presets follow nanochat's `scripts/chat_sft.py` (2026): one pass over SmolTalk
 # (460 K conversations), three epochs of MMLU's auxiliary training set (100 K rows each) and
 # four of GSM8K's training set (7.5 K each); the base run's batch and learning rates × 0.8, no
 # warmup, a linear warmdown over the second half to zero, no weight decay. Their times are
-# estimates; the run's manifest records what it took.
+# estimates (≈ 290 M tokens of training at chapter 3's throughput, plus the evals); the run's
+# manifest records what it took.
 
 # %% tags=["parameters"]
 preset = "tiny"  # a preset from book.yml: smoke | tiny | d12 | miniseries | speedrun

@@ -32,7 +32,7 @@ from nanolib.model import unwrap_model
 from nanolib.sandbox import humaneval_program, run_python
 from nanolib.tasks import Task, extract_answer
 from nanolib.tokenizer import Tokenizer
-from nanolib.tools import DEFAULT_TOOLS, Tool
+from nanolib.tools import Tool, calculator
 
 Record = Mapping[str, Any]
 
@@ -321,9 +321,10 @@ def evaluate_tasks(
 ) -> list[EvalResult]:
     """Score a model on each task (all of it, or max_items records picked with seed).
 
+    Generative answers may call `tools` (default: the calculator alone, as nanochat's evals).
     ChatCORE over all of them is `chatcore(results)`.
     """
-    engine = Engine(model, tokenizer, DEFAULT_TOOLS if tools is None else tools)
+    engine = Engine(model, tokenizer, {"calculator": calculator} if tools is None else tools)
     results = []
     for task in tasks:
         if task.kind == "chat":
