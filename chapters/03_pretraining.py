@@ -473,7 +473,12 @@ escape_table(pd.DataFrame(summary["samples"])).set_properties(
 # %%
 meta = read_meta(out_dir)
 print(sorted(f.name for f in out_dir.iterdir()))
-{k: meta[k] for k in ("step", "num_steps", "source", "last_eval")}
+{
+    "step": meta["step"],
+    "num_steps": meta["num_steps"],
+    "loader position": meta["source"],
+    "val_bpb": meta["last_eval"].get("val_bpb"),
+}
 
 # %% [markdown]
 # ## Many GPUs
