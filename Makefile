@@ -8,7 +8,7 @@ PRESET ?= tiny
 TORCH_INDEX ?=
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: book build test setup lab bench lint clean
+.PHONY: book build test setup lab hooks bench lint clean
 
 book: setup                       ## execute every stale chapter at PRESET, then render _book/
 	$(BIN)/nanobook make --preset $(PRESET)
@@ -32,8 +32,16 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	touch $@
 
-lab: setup                        ## open the chapters in JupyterLab
-	$(BIN)/jupyter lab chapters/
+lab: setup hooks                  ## open the chapters in JupyterLab (served from the root, so jupytext.toml applies)
+	$(BIN)/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/chapters
+
+# Strip outputs and volatile metadata from notebooks as git stages them (nbstripout as a git
+# filter; the same flags tests/test_pairing.py checks).
+NBSTRIP := $(abspath $(BIN))/nbstripout --keep-id --extra-keys "metadata.language_info cell.metadata.execution"
+hooks: setup                      ## install the notebook output filter into this clone's git config
+	git config filter.nbstripout.clean '$(NBSTRIP)'
+	git config filter.nbstripout.smudge cat
+	git config filter.nbstripout.required true
 
 bench: setup                      ## side-by-side ratios: tokenizers, training throughput, inference
 	$(BIN)/python bench/tokenizer.py

@@ -5,63 +5,30 @@ the shape chapter 3 trains at that preset (book.yml), fed random tokens, and tim
 optimizer steps (forward, backward, Muon + AdamW) on whatever device is present: bf16 autocast
 on CUDA, fp32 on CPU. On a CPU the d12 shape runs one row per micro-batch (it is there to check
 the code path, not to be fast). Prints tokens/s, achieved FLOP/s, MFU (where the device has a
-published peak in nanolib.device) and the ratio compiled ÷ eager (> 1: compile is faster).
+published peak in nanolib.device) and the ratio compiled ÷ eager (> 1: compile is faster). The
+measurement is `nanolib.throughput.measure`, which the isoFLOP planner uses too.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
 from nanolib.config import load_book
-from nanolib.device import autocast_context, device_name, peak_flops, sync
-from nanolib.model import GPT
-from nanolib.optim import build_optimizer
-from nanolib.train import TrainConfig, plan
+from nanolib.device import device_name, peak_flops
+from nanolib.throughput import measure
+from nanolib.train import Plan, TrainConfig, plan, recipe_for, vocab_size_for
 
 
-def model_for(preset: str, device: str) -> tuple[TrainConfig, object]:
+def model_for(preset: str, device: str) -> tuple[TrainConfig, Plan]:
     """The config and plan chapter 3 uses at a preset (one row per micro-batch on a CPU at d12)."""
     book = load_book()
-    params = book.resolve("03_pretraining", preset)
-    cfg = TrainConfig.from_params(params, out_dir="", tokenizer_dir="")
+    cfg = recipe_for(book, preset)
     if device == "cpu" and cfg.seq_len > 512:
         cfg.device_batch_size = 1
     cfg.batch_tokens = cfg.device_batch_size * cfg.seq_len
-    return cfg, plan(cfg, book.resolve("01_tokenizer", preset)["vocab_size"])
-
-
-def measure(cfg: TrainConfig, p, device: str, steps: int, compile_model: bool) -> dict:
-    """Time `steps` optimizer steps after warm-up; return tokens/s and the warm-up seconds."""
-    torch.manual_seed(0)
-    with torch.device(device):
-        raw = GPT(p.model)
-    opt = build_optimizer(raw)
-    model = torch.compile(raw) if compile_model else raw
-    shape = (cfg.device_batch_size, cfg.seq_len)
-    x = torch.randint(0, p.model.vocab_size, shape, device=device)
-    y = torch.randint(0, p.model.vocab_size, shape, device=device)
-
-    def step() -> None:
-        with autocast_context(device):
-            loss = model(x, y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    t0 = time.perf_counter()
-    for _ in range(2):  # the first steps compile (and warm up caches and the allocator)
-        step()
-    sync(device)
-    warmup = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync(device)
-    dt = (time.perf_counter() - t0) / steps
-    return {"tokens_per_s": cfg.device_batch_size * cfg.seq_len / dt, "warmup_s": warmup}
+    return cfg, plan(cfg, vocab_size_for(book, preset))
 
 
 def main() -> None:
@@ -86,7 +53,7 @@ def main() -> None:
         cfg, p = model_for(preset, device)
         results = {}
         for compiled in modes:
-            r = measure(cfg, p, device, args.steps, compiled)
+            r = measure(p.model, cfg.device_batch_size, device, args.steps, compiled)
             results[compiled] = r["tokens_per_s"]
             flops = r["tokens_per_s"] * p.flops_per_token
             mfu = f"{flops / peak:.1%}" if peak else "—"

@@ -31,15 +31,16 @@
 # | `d12`, `miniseries`, `speedrun` | FineWeb-Edu, 2 B characters | 32,768 | minutes |
 
 # %% tags=["parameters"]
-preset = "tiny"  # a preset from book.yml: smoke | tiny | d12 | miniseries | speedrun
-data = None  # every None below takes the preset's value; set one to override it
-vocab_size = None
-max_chars = None
-doc_cap = None
-sweep_vocab_sizes = None
-sweep_max_chars = None
-seed = None
-run_dir = None  # None: runs/<preset>/01_tokenizer
+# Every None takes the preset's value (`nanobook params 01 --preset tiny` lists them, with ranges)
+preset = "tiny"  # type: str  a preset of book.yml: smoke | tiny | d12 | miniseries | speedrun
+data = None  # type: str  text source: tiny | fineweb-edu
+vocab_size = None  # type: int  BPE vocabulary, special tokens included (≥ 265)
+max_chars = None  # type: int  characters of training text for the BPE trainer
+doc_cap = None  # type: int  each document is cropped to this many characters
+sweep_vocab_sizes = None  # type: list  vocabularies of the compression sweep
+sweep_max_chars = None  # type: int  training text of each tokenizer of the sweep
+seed = None  # type: int  random seed
+run_dir = None  # type: str  where the run is written (None: runs/<preset>/01_tokenizer)
 
 # %%
 import time
@@ -50,6 +51,7 @@ import regex
 from IPython.display import HTML, display
 
 from nanolib.data import iter_texts
+from nanolib.html import escape_text
 from nanolib.plots import OURS, PUBLISHED, figure
 from nanolib.runs import start_chapter
 from nanolib.tokenizer import SPECIAL_TOKENS, SPLIT_PATTERNS, Tokenizer, bytes_per_token
@@ -118,7 +120,7 @@ def teach_bpe(text: str, n_merges: int, pattern: str) -> list[tuple[int, int]]:
 # learn the same tokens in the same order.
 
 # %%
-small_text = "".join(iter_texts(run.data, "train", max_chars=20_000))
+small_text = "".join(iter_texts(run.p.data, "train", max_chars=20_000))
 n_merges = 100
 teach = teach_bpe(small_text, n_merges, SPLIT_PATTERNS["gpt4"])
 vocab = {i: bytes([i]) for i in range(256)}
@@ -156,15 +158,21 @@ for name, pattern in SPLIT_PATTERNS.items():
 # %% [markdown]
 # ## Training the real tokenizer
 #
-# The heavy step: read the training split through HF `datasets` (the same code reads FineWeb-Edu
-# shards at the GPU presets), crop each document, and train a `vocab_size` BPE. The result is
-# saved in the run directory as the `tokenizer` artifact that every later chapter loads.
+# The heavy step: read the training split's parquet shards with `pyarrow` (the same code reads
+# FineWeb-Edu shards at the GPU presets), crop each document, and train a `vocab_size` BPE. The
+# result is saved in the run directory as the `tokenizer` artifact that every later chapter loads
+# — but only if it is what was asked for: too little text runs out of pairs to merge early.
 
 # %%
 t0 = time.time()
-texts = iter_texts(run.data, "train", max_chars=run.max_chars, doc_cap=run.doc_cap)
-tokenizer = Tokenizer.train(texts, run.vocab_size)
+texts = iter_texts(run.p.data, "train", max_chars=run.p.max_chars, doc_cap=run.p.doc_cap)
+tokenizer = Tokenizer.train(texts, run.p.vocab_size)
 train_time_s = time.time() - t0
+if tokenizer.vocab_size != run.p.vocab_size:
+    raise RuntimeError(
+        f"asked for a {run.p.vocab_size:,}-id tokenizer, but {run.p.max_chars:,} characters of "
+        f"text ran out of pairs to merge at {tokenizer.vocab_size:,} ids; raise max_chars"
+    )
 tokenizer.save(run.path("tokenizer"))
 run.log(event="train", vocab_size=tokenizer.vocab_size, train_time_s=train_time_s)
 print(f"trained a {tokenizer.vocab_size:,}-id tokenizer in {train_time_s:.1f} s")
@@ -193,10 +201,10 @@ fig.show()
 # single token (with their leading space); rare words break into pieces.
 
 # %%
-val_text = "".join(iter_texts(run.data, "val", max_chars=400))[:400]
+val_text = "".join(iter_texts(run.p.data, "val", max_chars=400))[:400]
 colours = ["#fde2e4", "#e2ece9", "#dfe7fd", "#fff1c1", "#e8dff5"]
 spans = [
-    f'<span style="background:{colours[k % 5]}">{tokenizer.decode([i])}</span>'
+    f'<span style="background:{colours[k % 5]}">{escape_text(tokenizer.decode([i]))}</span>'
     for k, i in enumerate(tokenizer.encode(val_text))
 ]
 display(HTML(f'<div style="white-space:pre-wrap;font-family:monospace">{"".join(spans)}</div>'))
@@ -239,12 +247,18 @@ print(f"all {len(awkward)} awkward strings round-trip")
 # measure bytes per token on the **held-out** split.
 
 # %%
-val_docs = list(iter_texts(run.data, "val", max_chars=2_000_000))
-sweep_text = list(iter_texts(run.data, "train", max_chars=run.sweep_max_chars, doc_cap=run.doc_cap))
+val_docs = list(iter_texts(run.p.data, "val", max_chars=2_000_000))
+sweep_text = list(
+    iter_texts(run.p.data, "train", max_chars=run.p.sweep_max_chars, doc_cap=run.p.doc_cap)
+)
 rows = []
 for name, pattern in SPLIT_PATTERNS.items():
-    for v in run.sweep_vocab_sizes:
+    for v in run.p.sweep_vocab_sizes:
         tok = Tokenizer.train(sweep_text, v, pattern=pattern)
+        if tok.vocab_size != v:
+            raise RuntimeError(
+                f"the sweep's {v:,}-id tokenizer has {tok.vocab_size:,} ids; raise sweep_max_chars"
+            )
         row = {"split": name, "vocab_size": v, "bytes_per_token": bytes_per_token(tok, val_docs)}
         rows.append(row)
         run.log(event="compression", **row)
@@ -277,7 +291,7 @@ fig.show()
 # vocabularies, so read them as the far end of our curve, not as a like-for-like comparison.
 
 # %%
-at = max(run.sweep_vocab_sizes)
+at = max(run.p.sweep_vocab_sizes)
 gain = table.loc[at, "gpt4"] / table.loc[at, "gpt2"] - 1
 print(f"at vocab {at:,} the GPT-4 split gives {gain:+.1%} bytes per token vs GPT-2's on our text")
 

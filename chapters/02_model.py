@@ -33,14 +33,15 @@
 # | `d12`, `miniseries`, `speedrun` | 10–26 | depth 12 / 20 / 24 | ≈ 1 min on a GPU |
 
 # %% tags=["parameters"]
-preset = "tiny"  # a preset from book.yml: smoke | tiny | d12 | miniseries | speedrun
-depth = None  # every None below takes the preset's value; set one to override it
-aspect_ratio = None
-head_dim = None
-seq_len = None
-depths = None
-seed = None
-run_dir = None  # None: runs/<preset>/02_model
+# Every None takes the preset's value (`nanobook params 02 --preset tiny` lists them, with ranges)
+preset = "tiny"  # type: str  a preset of book.yml: smoke | tiny | d12 | miniseries | speedrun
+depth = None  # type: int  the dial: transformer blocks of the model we build
+aspect_ratio = None  # type: int  model width per block: d_model is aspect_ratio × depth
+head_dim = None  # type: int  channels per attention head
+seq_len = None  # type: int  context length in tokens
+depths = None  # type: list  the depths of the dial table
+seed = None  # type: int  random seed
+run_dir = None  # type: str  where the run is written (None: runs/<preset>/02_model)
 
 # %%
 import copy
@@ -88,8 +89,8 @@ print(f"vocab_size    {vocab_size:,} (from chapter 1's tokenizer)")
 
 # %%
 rows = []
-for d in run.depths:
-    c = config_for_depth(d, vocab_size, run.seq_len, run.aspect_ratio, run.head_dim)
+for d in run.p.depths:
+    c = config_for_depth(d, vocab_size, run.p.seq_len, run.p.aspect_ratio, run.p.head_dim)
     shape = {"depth": d, "d_model": c.d_model, "n_head": c.n_head, "head_dim": c.head_dim}
     groups = {k: v for k, v in param_counts(c).items() if k not in ("scalars", "total")}
     conventions = {f"N_{conv}": scaling_params(c, conv) for conv in CONVENTIONS}
@@ -153,7 +154,9 @@ ratios.round(3)
 # is the same pre-norm block: normalise, attend, add; normalise, feed forward, add.
 
 # %%
-config = config_for_depth(run.depth, vocab_size, run.seq_len, run.aspect_ratio, run.head_dim)
+config = config_for_depth(
+    run.p.depth, vocab_size, run.p.seq_len, run.p.aspect_ratio, run.p.head_dim
+)
 with torch.device(run.device):
     model = GPT(config)
 assert param_counts(model) == param_counts(config)
@@ -240,7 +243,7 @@ def check_attention(attn: torch.nn.Module, T: int) -> float:
     return (ours - lib).abs().max().item()
 
 
-attention_max_diff = check_attention(model.blocks[0].attn, T=min(run.seq_len, 64))
+attention_max_diff = check_attention(model.blocks[0].attn, T=min(run.p.seq_len, 64))
 print(f"teaching = library attention: max |difference| {attention_max_diff:.1e}")
 
 # %% [markdown]
@@ -265,7 +268,7 @@ pd.Series({f"t − s = {d}": scores.diagonal(-d)[0].item() for d in range(6)}, n
 
 # %%
 sentence = "The dial is depth: turn it and the width, the heads and the compute all follow."
-ids = tokenizer.encode(sentence, prepend="<|bos|>")[: run.seq_len + 1]
+ids = tokenizer.encode(sentence, prepend="<|bos|>")[: run.p.seq_len + 1]
 tokens = torch.tensor([ids], device=run.device)
 with torch.no_grad():
     logits = model(tokens[:, :-1])
@@ -294,17 +297,17 @@ run.log(event="forward", tokens=len(ids), init_loss=init_loss, ln_vocab=math.log
 # (`aten.mm`): how the attention kernel is counted depends on the device and the kernel chosen.
 
 # %%
-batch = torch.randint(0, vocab_size, (1, run.seq_len), device=run.device)
+batch = torch.randint(0, vocab_size, (1, run.p.seq_len), device=run.device)
 with FlopCounterMode(display=False) as counter:
     model(batch, batch).backward()
 model.zero_grad(set_to_none=True)
 by_op = {str(op): n for op, n in counter.get_flop_counts()["Global"].items()}
 matmul_flops = by_op.get("aten.mm", 0) + by_op.get("aten.addmm", 0)  # the Linear layers
 six_n = 6 * scaling_params(config, "matmul")
-assert matmul_flops == six_n * run.seq_len
+assert matmul_flops == six_n * run.p.seq_len
 pd.Series(
     {
-        "measured matmul FLOPs per token": matmul_flops // run.seq_len,
+        "measured matmul FLOPs per token": matmul_flops // run.p.seq_len,
         "6·N_matmul": six_n,
         "attention term": flops_per_token(config) - six_n,
         "flops_per_token (6·N_matmul + attention)": flops_per_token(config),
@@ -373,7 +376,9 @@ fig.show()
 # %%
 rows = []
 for ratio in [r for r in range(1, config.n_head + 1) if config.n_head % r == 0]:
-    c = config_for_depth(run.depth, vocab_size, run.seq_len, run.aspect_ratio, run.head_dim, ratio)
+    c = config_for_depth(
+        run.p.depth, vocab_size, run.p.seq_len, run.p.aspect_ratio, run.p.head_dim, ratio
+    )
     kv_cache = c.n_layer * 2 * c.n_kv_head * c.head_dim * 2  # k and v, every layer, bf16
     row = {"kv_ratio": ratio, "n_kv_head": c.n_kv_head, "attention": param_counts(c)["attention"]}
     rows.append(
@@ -387,10 +392,12 @@ pd.DataFrame(rows).set_index("kv_ratio")
 
 # %%
 kv_ratio = config.n_head
-gqa = config_for_depth(run.depth, vocab_size, run.seq_len, run.aspect_ratio, run.head_dim, kv_ratio)
+gqa = config_for_depth(
+    run.p.depth, vocab_size, run.p.seq_len, run.p.aspect_ratio, run.p.head_dim, kv_ratio
+)
 with torch.device(run.device):
     gqa_attn = CausalSelfAttention(gqa)  # random weights, c_proj included
-gqa_max_diff = check_attention(gqa_attn, T=min(run.seq_len, 64))
+gqa_max_diff = check_attention(gqa_attn, T=min(run.p.seq_len, 64))
 print(f"n_kv_head={gqa.n_kv_head}: teaching = library: max |difference| {gqa_max_diff:.1e}")
 
 # %% [markdown]
@@ -424,12 +431,12 @@ memory.round(1)
 
 # %%
 ours_gb = estimate_memory(config, device_batch_size=8) / 1e9
-print(f"depth {run.depth}, seq_len {run.seq_len}, device batch 8: ≈ {ours_gb:.2f} GB")
+print(f"depth {run.p.depth}, seq_len {run.p.seq_len}, device batch 8: ≈ {ours_gb:.2f} GB")
 
 # %%
 run.finish(
     headline={
-        "depth": run.depth,
+        "depth": run.p.depth,
         "d_model": config.d_model,
         "params_all": param_counts(config)["total"],
         "N_matmul": scaling_params(config, "matmul"),

@@ -67,7 +67,6 @@ run_dir = None  # None: runs/<preset>/03_pretraining
 
 # %%
 import html
-import json
 import math
 from itertools import islice
 
@@ -75,10 +74,11 @@ import pandas as pd
 import torch
 from IPython.display import HTML, display
 
+from nanolib.checkpoint import CONFIG, read_meta, read_metrics
 from nanolib.data import TokenLoader
-from nanolib.device import peak_flops
+from nanolib.device import ASSUMED_MFU, DOLLARS_PER_GPU_HOUR, gpu_cost
 from nanolib.model import GPT, estimate_memory
-from nanolib.optim import build_optimizer
+from nanolib.optim import build_optimizer, orthogonalize
 from nanolib.plots import OURS, figure
 from nanolib.runs import start_chapter
 from nanolib.tokenizer import Tokenizer
@@ -87,11 +87,13 @@ from nanolib.train import (
     launch,
     lr_multiplier,
     plan,
-    read_metrics,
+    recipe_for,
     torchrun_command,
     val_batches,
+    vocab_size_for,
 )
 
+# %%
 run = start_chapter("03_pretraining", preset, globals())
 tokenizer_dir = run.artifact("tokenizer")
 tokenizer = Tokenizer.load(tokenizer_dir)
@@ -113,7 +115,7 @@ print(run.summary())
 # rows of 256, and cropping would discard most of it. Here are the first rows, `⟨bos⟩` in red:
 
 # %%
-loader = TokenLoader(tokenizer, run.data, "train", batch_size=4, seq_len=run.seq_len)
+loader = TokenLoader(tokenizer, run.p.data, "train", batch_size=4, seq_len=run.p.seq_len)
 x, y = next(iter(loader))
 assert (x[:, 0] == tokenizer.bos_id).all() and torch.equal(x[:, 1:], y[:, :-1])
 print(f"inputs {tuple(x.shape)}, targets {tuple(y.shape)}; position now {loader.state_dict()}")
@@ -142,7 +144,9 @@ display(HTML(f'<div style="font-family:monospace;white-space:pre-wrap">{"".join(
 # %%
 def first_rows(n: int, rank: int = 0, world_size: int = 1, state: dict | None = None) -> list:
     """The first n rows a rank's loader yields, from a saved position if one is given."""
-    ld = TokenLoader(tokenizer, run.data, "train", 1, run.seq_len, rank=rank, world_size=world_size)
+    ld = TokenLoader(
+        tokenizer, run.p.data, "train", 1, run.p.seq_len, rank=rank, world_size=world_size
+    )
     if state:
         ld.load_state_dict(state)
     return [x[0].tolist() for x, _ in islice(ld, n)]
@@ -185,10 +189,12 @@ pd.Series(rows, name="plan").to_frame()
 # ## Two optimizers, one schedule
 #
 # The hidden matrices of the blocks train with Muon, the embedding and the head with AdamW
-# (`nanolib.optim`, chapter 2 explains why they differ). Each group has its own peak learning
-# rate; one multiplier moves them together: a short linear **warmup** (the first updates of Adam
-# are noisy), a flat middle, and a linear **warmdown** over the last `warmdown_ratio` of the run
-# to `final_lr_frac` of the peak — nanochat found a long warmdown its "biggest free win".
+# (`nanolib.optim`). A hidden matrix is a linear map whose every input direction matters; an
+# embedding row or a head row is a lookup that a token touches only when it occurs — so the two
+# kinds want different updates (the next section shows Muon's). Each group has its own peak
+# learning rate; one multiplier moves them together: a short linear **warmup** (the first updates
+# of Adam are noisy), a flat middle, and a linear **warmdown** over the last `warmdown_ratio` of
+# the run to `final_lr_frac` of the peak — nanochat found a long warmdown its "biggest free win".
 
 # %%
 with torch.device("meta"):  # a model without memory: we only need its parameter groups
@@ -214,6 +220,66 @@ lrm = [
 fig = figure("Learning-rate schedule", "optimizer step", "LR ÷ peak LR")
 fig.add_scatter(x=steps, y=lrm, mode="lines", name="every group")
 fig.show()
+
+# %% [markdown]
+# ### Muon's update: the gradient, orthogonalised
+#
+# A gradient matrix G = U·S·Vᵀ usually has a few large singular values and many tiny ones, so a
+# plain step moves the weights almost only along a few directions. Muon keeps a momentum of G and
+# steps along U·Vᵀ instead — the same directions with every singular value set to 1. An SVD per
+# step is slow on a GPU; a few **Newton–Schulz** iterations get there with matrix products only.
+# Scale G so that every singular value is at most 1, then repeat x ← a·x + (b·xxᵀ + c·(xxᵀ)²)·x,
+# which maps each singular value σ to aσ + bσ³ + cσ⁵: a polynomial tuned to push small values up
+# fast (and to land in roughly 0.55–1.15 rather than exactly at 1). By hand:
+
+
+# %%
+def newton_schulz(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """≈ U·Vᵀ of a wide matrix g = U·S·Vᵀ, by the quintic Newton–Schulz iteration."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = g / g.norm()  # the Frobenius norm bounds the largest singular value
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x
+
+
+# %%
+g = torch.randn(64, 256, generator=torch.Generator().manual_seed(0))
+g[:, :8] *= 30  # a few dominant directions, like a real gradient
+ortho = newton_schulz(g)
+assert torch.allclose(ortho, orthogonalize(g), atol=1e-5)  # the library's, to float precision
+u, _, vt = torch.linalg.svd(g, full_matrices=False)
+sv_before, sv_after = torch.linalg.svdvals(g), torch.linalg.svdvals(ortho)
+cosine = (ortho * (u @ vt)).sum() / (ortho.norm() * (u @ vt).norm())
+print(f"singular values: {sv_before.min():.2f}…{sv_before.max():.2f} → {sv_after.min():.2f}…"
+      f"{sv_after.max():.2f}; cosine with the exact U·Vᵀ: {cosine:.3f}")  # fmt: skip
+
+# %% [markdown]
+# ### One training step
+#
+# Everything the loop below repeats, once, on the first batch of the loader above: the forward
+# pass and its loss, the backward pass, every group's learning rate set by the schedule, and the
+# two optimizers' step. The loss on the same batch, measured again, has gone down:
+
+# %%
+torch.manual_seed(cfg.seed)
+with torch.device(run.device):
+    model = GPT(p.model)
+lrs = {k: getattr(cfg, k) for k in ("matrix_lr", "embedding_lr", "unembedding_lr")}
+opt = build_optimizer(model, **lrs, weight_decay=cfg.weight_decay)
+bx, by = x.to(run.device), y.to(run.device)
+loss = model(bx, by)
+loss.backward()
+for group in opt.param_groups:
+    group["lr"] = group["initial_lr"] * lrm[0]  # the schedule's first multiplier
+opt.step()
+opt.zero_grad(set_to_none=True)
+with torch.no_grad():
+    after = model(bx, by).item()
+assert after < loss.item(), (loss.item(), after)
+print(f"loss on the batch: {loss.item():.4f} → {after:.4f} nats per token after one step")
+del model, opt  # the run below builds its own
 
 # %% [markdown]
 # ## Bits per byte
@@ -297,9 +363,9 @@ def bigram_bpb(keys, counts, x, y, k: float, vocab_size: int) -> float:
 
 
 # %%
-seen = min(summary["tokens"], run.bigram_max_tokens or summary["tokens"]) // run.seq_len  # rows
+seen = min(summary["tokens"], run.p.bigram_max_tokens or summary["tokens"]) // run.p.seq_len  # rows
 chunk = 4096  # rows counted at a time
-rows_seen = TokenLoader(tokenizer, run.data, "train", batch_size=chunk, seq_len=run.seq_len)
+rows_seen = TokenLoader(tokenizer, run.p.data, "train", batch_size=chunk, seq_len=run.p.seq_len)
 batches = ((x[:n], y[:n]) for (x, y), n in zip(rows_seen, range(seen, 0, -chunk)))
 keys, counts = count_bigrams(batches, tokenizer.vocab_size)
 ks = [0.003, 0.01, 0.03, 0.1, 0.3, 1.0]
@@ -307,7 +373,7 @@ baseline = pd.Series(
     {k: bigram_bpb(keys, counts, val_x, val_y, k, tokenizer.vocab_size) for k in ks}
 )
 bigram, model_bpb = baseline.min(), summary["val_bpb"]
-print(f"bigram counts from {seen * run.seq_len:,} tokens: {len(keys):,} distinct pairs")
+print(f"bigram counts from {seen * run.p.seq_len:,} tokens: {len(keys):,} distinct pairs")
 print(f"val bpb: bigram {bigram:.4f} (best k = {baseline.idxmin()}), model {model_bpb:.4f}")
 verdict = "beats" if model_bpb < bigram else "does NOT beat"
 print(f"the model {verdict} the bigram baseline by {bigram - model_bpb:+.3f} bpb")
@@ -366,7 +432,9 @@ pd.Series(
 # speakers' names, verse lines, Bible verse numbers — more than sense.
 
 # %%
-pd.DataFrame(summary["samples"]).style.set_properties(
+from nanolib.html import escape_table
+
+escape_table(pd.DataFrame(summary["samples"])).set_properties(
     **{"white-space": "pre-wrap", "text-align": "left"}
 )
 
@@ -380,7 +448,7 @@ pd.DataFrame(summary["samples"]).style.set_properties(
 # step as a run that was never interrupted. Chapters 5–8 load the weights from here.
 
 # %%
-meta = json.loads((out_dir / "meta.json").read_text())
+meta = read_meta(out_dir)
 print(sorted(f.name for f in out_dir.iterdir()))
 {k: meta[k] for k in ("step", "num_steps", "loader", "val_bpb")}
 
@@ -396,7 +464,7 @@ print(sorted(f.name for f in out_dir.iterdir()))
 # rank fails, `launch` raises with that rank's error. The command at 8 GPUs:
 
 # %%
-print(" ".join(torchrun_command(out_dir / "config.json", 8, "<log dir>")))
+print(" ".join(torchrun_command(out_dir / CONFIG, 8, "<log dir>")))
 
 # %% [markdown]
 # ## The GPU presets
@@ -404,19 +472,16 @@ print(" ".join(torchrun_command(out_dir / "config.json", 8, "<log dir>")))
 # The same plan at the GPU presets, from book.yml. Their hyper-parameters are nanochat's reference
 # values: d12 with a batch of 2¹⁹ tokens and 12 tokens per parameter; depth 20 and 24 with a batch
 # of 2²⁰ and every learning rate × √2 (nanochat scales them with √batch), Muon's weight decay
-# 0.28 · √(B / 2¹⁹) · (D_ref / D). The time assumes 40% MFU on H100s; the cost, $3 per GPU-hour.
+# 0.28 · √(B / 2¹⁹) · (D_ref / D). The time and cost come from `nanolib.device.gpu_cost`, at the
+# book's assumed MFU on H100s and price per GPU-hour:
 
 # %%
-ASSUMED_MFU, DOLLARS_PER_GPU_HOUR = 0.40, 3.0
-h100 = peak_flops("NVIDIA H100 80GB HBM3")
+print(f"assumed: {ASSUMED_MFU:.0%} MFU, ${DOLLARS_PER_GPU_HOUR:g} per GPU-hour")
 gpu_rows = {}
 for name in ("d12", "miniseries", "speedrun"):
-    nproc = run.book.preset(name).nproc
-    gcfg = TrainConfig.from_params(
-        run.book.resolve("03_pretraining", name), out_dir="", tokenizer_dir=""
-    )
-    gplan = plan(gcfg, run.book.resolve("01_tokenizer", name)["vocab_size"], nproc)
-    hours = gplan.flops / (h100 * ASSUMED_MFU * nproc) / 3600
+    nproc, gcfg = run.book.preset(name).nproc, recipe_for(run.book, name)
+    gplan = plan(gcfg, vocab_size_for(run.book, name), nproc)
+    cost = gpu_cost(gplan.flops, gpus=nproc)
     gpu_rows[name] = {
         "depth": gcfg.depth,
         "N": f"{gplan.num_params / 1e6:.0f} M",
@@ -425,8 +490,8 @@ for name in ("d12", "miniseries", "speedrun"):
         "FLOPs": f"{gplan.flops:.2g}",
         "GPUs": nproc,
         "GiB per GPU (est.)": f"{estimate_memory(gplan.model, gcfg.device_batch_size) / 2**30:.0f}",
-        "hours": f"{hours:.1f}",
-        "cost": f"${hours * nproc * DOLLARS_PER_GPU_HOUR:.1f}",
+        "hours": f"{cost['hours']:.1f}",
+        "cost": f"${cost['dollars']:.1f}",
     }
 pd.DataFrame(gpu_rows).T
 

@@ -60,14 +60,16 @@ import torch
 import torch.nn.functional as F
 from IPython.display import HTML, display
 
-from nanolib import core
-from nanolib.device import autocast_context, peak_flops
+from nanolib import core_eval, core_fit
+from nanolib.checkpoint import SUMMARY, load_model
+from nanolib.device import autocast_context
+from nanolib.files import atomic_write_json, atomic_write_text, read_json
 from nanolib.plots import OURS, PUBLISHED, figure
-from nanolib.runs import atomic_write_json, atomic_write_text, read_json, run_dir_for, start_chapter
-from nanolib.scaling import family_tokenizer
+from nanolib.runs import MANIFEST, run_dir_for, start_chapter
+from nanolib.sweep import MODELS_CSV, family_tokenizer
 from nanolib.tokenizer import Tokenizer
-from nanolib.train import load_model
 
+# %%
 run = start_chapter("05_core", preset, globals())
 tokenizer = Tokenizer.load(run.artifact("tokenizer"))
 checkpoint_dir = run.artifact("checkpoint")  # chapter 3's model
@@ -97,7 +99,7 @@ print(run.summary())
 # negative for a model worse than chance). CORE is the plain mean of the 22 centred accuracies.
 
 # %%
-tasks = pd.DataFrame([vars(t) for t in core.core_tasks()]).set_index("label")
+tasks = pd.DataFrame([vars(t) for t in core_eval.core_tasks()]).set_index("label")
 tasks[["baseline_v1", "baseline_v2"]] *= 100
 tasks[["category", "task_type", "num_fewshot", "baseline_v1", "baseline_v2"]]
 
@@ -105,7 +107,7 @@ tasks[["category", "task_type", "num_fewshot", "baseline_v1", "baseline_v2"]]
 rows = []
 for acc, base in [(0.25, 0.25), (0.625, 0.25), (1.0, 0.25), (0.70, 0.50), (0.55, 0.62)]:
     by_hand = (acc - base) / (1 - base)
-    assert by_hand == core.centered_accuracy(acc, base)
+    assert by_hand == core_eval.centered_accuracy(acc, base)
     rows.append({"accuracy": acc, "baseline": base, "centred": round(by_hand, 3)})
 pd.DataFrame(rows)
 
@@ -114,13 +116,13 @@ pd.DataFrame(rows)
 # PR #115): CommonsenseQA 20% → 40.3%, AGIEval LSAT-AR 20% → 25%, BIG-bench language
 # identification 9.1% → 25%. CORE computed with the corrected table (v2) is a little lower for the
 # same answers. Every published GPT-2, GPT-3 and nanochat number is **v1**, so v1 is what we
-# compare; `nanolib.core` reports both.
+# compare; `nanolib.core_eval` reports both.
 
 # %%
 changed = tasks[tasks.baseline_v1 != tasks.baseline_v2]
 at_40 = (
-    [core.centered_accuracy(0.40, b / 100) for b in changed.baseline_v1],
-    [core.centered_accuracy(0.40, b / 100) for b in changed.baseline_v2],
+    [core_eval.centered_accuracy(0.40, b / 100) for b in changed.baseline_v1],
+    [core_eval.centered_accuracy(0.40, b / 100) for b in changed.baseline_v2],
 )
 changed.assign(centred_at_40pct_v1=at_40[0], centred_at_40pct_v2=at_40[1])[
     ["baseline_v1", "baseline_v2", "centred_at_40pct_v1", "centred_at_40pct_v2"]
@@ -138,10 +140,10 @@ changed.assign(centred_at_40pct_v1=at_40[0], centred_at_40pct_v2=at_40[1])[
 # GPT-2's or nanochat's numbers.
 
 # %%
-BUNDLES = {"tiny": core.tiny_bundle_dir, "dclm": core.download_bundle}
-if run.bundle not in BUNDLES:
-    raise ValueError(f"bundle = {run.bundle!r}: choose one of {list(BUNDLES)}")
-bundle = core.load_bundle(BUNDLES[run.bundle]())
+BUNDLES = {"tiny": core_eval.tiny_bundle_dir, "dclm": core_eval.download_bundle}
+if run.p.bundle not in BUNDLES:
+    raise ValueError(f"bundle = {run.p.bundle!r}: choose one of {list(BUNDLES)}")
+bundle = core_eval.load_bundle(BUNDLES[run.p.bundle]())
 pd.DataFrame(
     {
         "type": t.spec.task_type,
@@ -161,15 +163,16 @@ pd.DataFrame(
 
 
 # %%
-def item_rows(task: core.Task, i: int) -> tuple[list[tuple[str, str]], int | None]:
+def item_rows(task: core_eval.Task, i: int) -> tuple[list[tuple[str, str]], int | None]:
     """Item i (in evaluation order) of a task: its (context, continuation) rows and gold index."""
     spec = task.spec
-    items = [task.items[j] for j in core.evaluation_order(len(task.items))]
-    shots = [items[j] for j in core.fewshot_indices(len(items), i, spec.num_fewshot)]
-    return core.render_rows(spec.task_type, items[i], shots, spec.delimiter), items[i].get("gold")
+    items = [task.items[j] for j in core_eval.evaluation_order(len(task.items))]
+    shots = [items[j] for j in core_eval.fewshot_indices(len(items), i, spec.num_fewshot)]
+    rows = core_eval.render_rows(spec.task_type, items[i], shots, spec.delimiter)
+    return rows, items[i].get("gold")
 
 
-def show_item(task: core.Task, i: int = 0, tail: int = 400) -> str:
+def show_item(task: core_eval.Task, i: int = 0, tail: int = 400) -> str:
     """An item's rows as HTML: their shared start once (its last `tail` characters), then each."""
     rows, gold = item_rows(task, i)
     shared = os.path.commonprefix([c for c, _ in rows]) if len(rows) > 1 else rows[0][0]
@@ -184,7 +187,7 @@ def show_item(task: core.Task, i: int = 0, tail: int = 400) -> str:
 
 
 examples = {t.spec.task_type: t for t in reversed(bundle.tasks)}  # the first task of each type
-display(HTML("<hr>".join(show_item(examples[k]) for k in core.TASK_TYPES if k in examples)))
+display(HTML("<hr>".join(show_item(examples[k]) for k in core_eval.TASK_TYPES if k in examples)))
 
 # %% [markdown]
 # ## How an item is scored
@@ -198,9 +201,9 @@ display(HTML("<hr>".join(show_item(examples[k]) for k in core.TASK_TYPES if k in
 
 # %%
 model, meta = load_model(checkpoint_dir, run.device)
-scorer = core.ModelScorer(model, pad_id=tokenizer.bos_id, batch_tokens=run.batch_tokens)
+scorer = core_eval.ModelScorer(model, pad_id=tokenizer.bos_id, batch_tokens=run.p.batch_tokens)
 rows, gold = item_rows(examples["multiple_choice"], 0)
-ids, spans = core.encode_rows(tokenizer, rows)
+ids, spans = core_eval.encode_rows(tokenizer, rows)
 losses = scorer.continuation_losses(ids, spans)
 pd.DataFrame(
     {
@@ -228,7 +231,7 @@ print(f"mean loss of choice 0: by hand {by_hand:.5f}, library {losses[0]:.5f}")
 
 # %%
 rows, _ = item_rows(examples["language_modeling"], 0)
-ids, spans = core.encode_rows(tokenizer, rows)
+ids, spans = core_eval.encode_rows(tokenizer, rows)
 (start, end), row = spans[0], ids[0][-model.config.seq_len :]
 shift = len(ids[0]) - len(row)  # tokens cut from the left, if the row was too long
 with torch.inference_mode(), autocast_context(run.device):
@@ -255,39 +258,37 @@ pd.DataFrame(
 # spell them.
 
 # %%
-miniseries = pd.read_csv(miniseries_dir / "models.csv")
+miniseries = pd.read_csv(miniseries_dir / MODELS_CSV)
 if not miniseries.depth.is_unique:  # models are named by depth below
-    raise ValueError(
-        f"{miniseries_dir / 'models.csv'} lists a depth twice: {list(miniseries.depth)}"
-    )
-checkpoints = {f"ch03_d{meta['model']['n_layer']}": checkpoint_dir}
+    raise ValueError(f"{miniseries_dir / MODELS_CSV} lists a depth twice: {list(miniseries.depth)}")
+checkpoints = {f"base_d{meta['model']['n_layer']}": checkpoint_dir}
 checkpoints.update(
-    {f"ch04_d{r.depth}": miniseries_dir / r.checkpoint for r in miniseries.itertuples()}
+    {f"miniseries_d{r.depth}": miniseries_dir / r.checkpoint for r in miniseries.itertuples()}
 )
 trained_with = family_tokenizer(miniseries_dir)  # the tokenizer the miniseries trained with
-tokenizers = {name: tokenizer if name.startswith("ch03") else trained_with for name in checkpoints}
+tokenizers = {name: tokenizer if name.startswith("base_") else trained_with for name in checkpoints}
 del model, scorer  # evaluate_checkpoints loads each model itself
-evaluated = core.evaluate_checkpoints(
+evaluated = core_eval.evaluate_checkpoints(
     checkpoints,
     tokenizers,
     bundle,
     results_dir,
-    run.max_per_task,
-    batch_tokens=run.batch_tokens,
+    run.p.max_per_task,
+    batch_tokens=run.p.batch_tokens,
     device=run.device,
 )
 print(f"scored {(~evaluated.reused).sum()} model(s); {evaluated.reused.sum()} reused from before")
 
 # %%
-ch03 = read_json(checkpoint_dir / "summary.json")
-flops = {next(iter(checkpoints)): ch03["flops"]}
-flops.update({f"ch04_d{r.depth}": r.flops for r in miniseries.itertuples()})
+base_summary = read_json(checkpoint_dir / SUMMARY)
+flops = {next(iter(checkpoints)): base_summary["flops"]}
+flops.update({f"miniseries_d{r.depth}": r.flops for r in miniseries.itertuples()})
 ours = pd.DataFrame(
     {"model": name, "flops": flops[name], **read_json(results_dir / f"{name}.json")}
     for name in checkpoints
 )
 ours = ours[["model", "flops", "core_v1", "core_v2", "items", "seconds", "items_per_s"]]
-atomic_write_text(results_dir / "models.csv", ours.to_csv(index=False))
+atomic_write_text(results_dir / core_eval.MODELS_CSV, ours.to_csv(index=False))
 ours.set_index("model").round(4)
 
 # %% [markdown]
@@ -319,7 +320,7 @@ fig.show()
 # %%
 main_model = ours.iloc[0]
 print(
-    f"{main_model.model}: {'tiny ' if run.bundle == 'tiny' else ''}CORE v1 "
+    f"{main_model.model}: {'tiny ' if run.p.bundle == 'tiny' else ''}CORE v1 "
     f"{main_model.core_v1:.4f}, v2 {main_model.core_v2:.4f} over {main_model['items']:,} items"
 )
 print(
@@ -339,7 +340,7 @@ print(
 # %%
 gpu_runs = {}
 for name, gpu_preset in run.book.presets.items():
-    manifest = run_dir_for(run.slug, name) / "manifest.json"
+    manifest = run_dir_for(run.slug, name) / MANIFEST
     if gpu_preset.device != "cpu" and name != run.preset and manifest.exists():
         m = read_json(manifest)
         if m.get("status") == "ok":
@@ -366,8 +367,8 @@ else:
 # those six scores; apply that to GPT-3's six. The data, accuracies in percent:
 
 # %%
-calibration = core.load_reference("gpt_core_calibration")
-six = list(core.SIX_TASKS)
+calibration = core_fit.load_reference("gpt_core_calibration")
+six = list(core_fit.SIX_TASKS)
 calibration[["family", "model", "params_M", *six, "core_v1"]]
 
 # %% [markdown]
@@ -375,11 +376,11 @@ calibration[["family", "model", "params_M", *six, "core_v1"]]
 # (average, CORE) points. The teaching version, checked against the library's fit:
 
 # %%
-baseline = pd.Series({t.label: t.baseline_v1 for t in core.core_tasks()})[six]
+baseline = pd.Series({t.label: t.baseline_v1 for t in core_eval.core_tasks()})[six]
 six_mean = ((calibration[six] / 100 - baseline) / (1 - baseline)).mean(axis=1)
 is_gpt2 = calibration.family == "gpt2"
 slope, intercept = np.polyfit(six_mean[is_gpt2], calibration.core_v1[is_gpt2], 1)
-cal = core.calibrate_gpt3()
+cal = core_fit.calibrate_gpt3()
 assert np.allclose((slope, intercept), cal.simple)
 print(f"CORE ≈ {slope:.4f} × (six-task centred mean) + {intercept:.4f}, R² {cal.simple_r2:.4f}")
 
@@ -397,7 +398,7 @@ print(f"ridge intercept {cal.ridge_intercept:.4f}, R² {cal.ridge_r2:.4f}")
 cal.gpt2.set_index("model").round(4)
 
 # %%
-published = core.load_reference("gpt3_core_nanochat").set_index("model")
+published = core_fit.load_reference("gpt3_core_nanochat").set_index("model")
 columns = ["params_M", "six_mean", "simple", "ridge", "final", "low", "high"]
 gpt3 = cal.gpt3.set_index("model")[columns]
 gpt3["nanochat"] = published.final
@@ -452,11 +453,11 @@ fig.show()
 # is also our `matmul` count of chapter 2) and fit our own miniseries **separately**.
 
 # %%
-nanochat = core.load_reference("nanochat_miniseries_v1")
+nanochat = core_fit.load_reference("nanochat_miniseries_v1")
 fitted = nanochat[nanochat.depth >= 12]
-a, b = core.fit_core_vs_flops(fitted.flops_derived, fitted.core_v1)
-a_log, b_log = core.fit_core_vs_flops(fitted.flops_derived, fitted.core_v1, space="log")
-nanochat_fit = core.load_reference("nanochat_core_fit").iloc[0]
+a, b = core_fit.fit_core_vs_flops(fitted.flops_derived, fitted.core_v1)
+a_log, b_log = core_fit.fit_core_vs_flops(fitted.flops_derived, fitted.core_v1, space="log")
+nanochat_fit = core_fit.load_reference("nanochat_core_fit").iloc[0]
 assert abs(a - nanochat_fit.a) < 0.01 and abs(b - nanochat_fit.b) < 0.0005
 print(f"least squares in CORE:          a = {a:.4f}, b = {b:.5f}")
 print(f"nanochat's published fit:       a = {nanochat_fit.a}, b = {nanochat_fit.b}")
@@ -470,9 +471,9 @@ print(f"straight line in log(1 − CORE): a = {a_log:.4f}, b = {b_log:.5f}")
 # it is not in the fit).
 
 # %%
-our_series = ours[ours.model.str.startswith("ch04_")]
+our_series = ours[ours.model.str.startswith("miniseries_")]
 try:
-    a_ours, b_ours = core.fit_core_vs_flops(our_series.flops, our_series.core_v1)
+    a_ours, b_ours = core_fit.fit_core_vs_flops(our_series.flops, our_series.core_v1)
 except ValueError as e:  # fewer than two models, or a CORE of 1
     a_ours = b_ours = None
     print(f"no fit to our models: {e}")
@@ -480,7 +481,7 @@ if b_ours is not None and b_ours <= 0:
     print(f"our CORE does not rise with compute here (b = {b_ours:.4f}): no curve to extend")
     a_ours = b_ours = None
 if b_ours is not None:
-    score = "tiny CORE" if run.bundle == "tiny" else "CORE"
+    score = "tiny CORE" if run.p.bundle == "tiny" else "CORE"
     print(f"ours ({len(our_series)} models, {score}): a = {a_ours:.4f}, b = {b_ours:.5f}")
 
 # %% [markdown]
@@ -491,18 +492,20 @@ if b_ours is not None:
 # (our training recipe is simpler than its, so expect them a little lower at equal FLOPs).
 
 # %%
-our_label = "ours: tiny CORE, tiny bundle (not CORE)" if run.bundle == "tiny" else "ours: CORE"
+our_label = "ours: tiny CORE, tiny bundle (not CORE)" if run.p.bundle == "tiny" else "ours: CORE"
 fig = figure("CORE against training compute", "training FLOPs", "CORE v1", log_x=True)
 fig.update_xaxes(exponentformat="power")
 fig.add_scatter(x=nanochat.flops_derived, y=nanochat.core_v1, text=nanochat.depth.map("d{}".format),
                 name="nanochat miniseries v1", **PUBLISHED)  # fmt: skip
 c = np.logspace(17, 24.5, 60)
-fig.add_scatter(x=c, y=core.core_at_flops(c, a, b), mode="lines", name="fit to nanochat's points")
+nanochat_curve = core_fit.core_at_flops(c, a, b)
+fig.add_scatter(x=c, y=nanochat_curve, mode="lines", name="fit to nanochat's points")
 fig.add_scatter(x=ours.flops, y=ours.core_v1, text=ours.model, name=our_label, **POINTS)
 if b_ours is not None:
     c = np.logspace(np.log10(ours.flops.min()) - 0.5, np.log10(ours.flops.max()) + 0.5, 30)
-    fig.add_scatter(x=c, y=core.core_at_flops(c, a_ours, b_ours), mode="lines", name="fit to ours")
-targets = core.core_targets()
+    our_curve = core_fit.core_at_flops(c, a_ours, b_ours)
+    fig.add_scatter(x=c, y=our_curve, mode="lines", name="fit to ours")
+targets = core_fit.core_targets()
 for name in ("GPT-2", "GPT-2 XL", "GPT-3 175B"):
     fig.add_hline(y=targets[name], line_dash="dot", annotation_text=name)
 fig.show()
@@ -519,16 +522,18 @@ fig.show()
 # beside ours (its times and costs imply ≈ 45% MFU and $3 per GPU-hour).
 
 # %%
-h100 = peak_flops("NVIDIA H100 80GB HBM3")
-table = core.extrapolation_table(a, b, targets, mfu=run.mfu, peak_flops=h100, gpus=8,
-                                 dollars_per_gpu_hour=run.dollars_per_gpu_hour)  # fmt: skip
-boot = core.bootstrap_core_fit(fitted.flops_derived, fitted.core_v1, n_boot=500, seed=run.seed)
-band = np.array([core.flops_for_core(table.core, a_i, b_i) for a_i, b_i in boot])
+table = core_fit.extrapolation_table(
+    a, b, targets, mfu=run.p.mfu, gpus=8, dollars_per_gpu_hour=run.p.dollars_per_gpu_hour
+)
+boot = core_fit.bootstrap_core_fit(
+    fitted.flops_derived, fitted.core_v1, n_boot=500, seed=run.p.seed
+)
+band = np.array([core_fit.flops_for_core(table.core, a_i, b_i) for a_i, b_i in boot])
 table["flops_p10"], table["flops_p90"] = np.percentile(band, [10, 90], axis=0)
-gpt3_models = core.load_reference("gpt3_models").set_index("model")
+gpt3_models = core_fit.load_reference("gpt3_models").set_index("model")
 table["gpt3_actual_flops"] = table.target.map(gpt3_models.train_flops)
-if b_ours is not None and run.bundle != "tiny":  # real CORE: our own curve says something too
-    table["flops_our_fit"] = core.flops_for_core(table.core, a_ours, b_ours)
+if b_ours is not None and run.p.bundle != "tiny":  # real CORE: our own curve says something too
+    table["flops_our_fit"] = core_fit.flops_for_core(table.core, a_ours, b_ours)
 atomic_write_text(results_dir / "extrapolation.csv", table.to_csv(index=False))
 
 
@@ -540,7 +545,7 @@ def duration(hours: float) -> str:
     return f"{hours:.1f} h" if hours < 48 else f"{hours / 24:,.0f} days"
 
 
-published_table = core.load_reference("nanochat_core_extrapolation")
+published_table = core_fit.load_reference("nanochat_core_extrapolation")
 assert np.allclose(published_table.core, table.core, atol=0.001)  # the same twelve targets
 shown = pd.DataFrame(
     {
@@ -548,8 +553,8 @@ shown = pd.DataFrame(
         "CORE": table.core.round(4),
         "FLOPs": table.flops.map("{:.2g}".format),
         "10–90% band": [f"{lo:.2g} – {hi:.2g}" for lo, hi in zip(table.flops_p10, table.flops_p90)],
-        f"8×H100 @ {run.mfu:.0%} MFU": table.hours.map(duration),
-        f"$ @ ${run.dollars_per_gpu_hour:g}/GPU-h": table.dollars.map("${:,.0f}".format),
+        f"8×H100 @ {run.p.mfu:.0%} MFU": table.hours.map(duration),
+        f"$ @ ${run.p.dollars_per_gpu_hour:g}/GPU-h": table.dollars.map("${:,.0f}".format),
         "nanochat FLOPs": published_table.flops.map("{:.2g}".format),
         "nanochat time": published_table.time_8xh100,
         "nanochat $": published_table.cost_usd.map("${:,.0f}".format),
@@ -603,13 +608,13 @@ atomic_write_json(
     results_dir / "fits.json",
     {
         "nanochat": {"a": a, "b": b, "a_log": a_log, "b_log": b_log, "points": len(fitted)},
-        "ours": {"a": a_ours, "b": b_ours, "points": len(our_series), "bundle": run.bundle},
+        "ours": {"a": a_ours, "b": b_ours, "points": len(our_series), "bundle": run.p.bundle},
         "gpt3_max_diff": max_diff,
         "gpt3_175b_flops_ratio": row.flops / actual,
     },
 )
 headline = {
-    "bundle": run.bundle,
+    "bundle": run.p.bundle,
     "core_v1": round(main_model.core_v1, 4),
     "core_v2": round(main_model.core_v2, 4),
     "items_per_s": round(main_model.items_per_s, 1),

@@ -15,7 +15,6 @@ import hashlib
 import html
 import json
 import math
-import os
 import re
 import subprocess
 import sys
@@ -29,6 +28,11 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from the checkout
+
+from nanolib.data import MANIFEST  # noqa: E402
+from nanolib.files import atomic_write, atomic_write_text, sha256_file  # noqa: E402
 
 MIN_DOC_CHARS = 2_000  # shorter sections of one work are merged with their neighbours
 MAX_DOC_CHARS = 20_000  # longer documents are cut at paragraph boundaries
@@ -93,15 +97,6 @@ class Doc:
 
 # ------------------------------------------------------------------------------------------------
 # fetching
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def fetch(dist: Dist, dest: Path) -> Path:
@@ -397,17 +392,14 @@ def val_works(docs: list[Doc]) -> set[str]:
 def write_shard(texts: list[str], path: Path) -> None:
     """Write one parquet shard (a single `text` column) atomically."""
     table = pa.table({"text": pa.array(texts, type=pa.string())})
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(
-        table,
-        tmp,
-        row_group_size=ROW_GROUP_SIZE,
-        compression="zstd",
-        compression_level=ZSTD_LEVEL,
-        use_dictionary=False,
-        write_statistics=False,
-    )
-    os.replace(tmp, path)
+    options = {
+        "row_group_size": ROW_GROUP_SIZE,
+        "compression": "zstd",
+        "compression_level": ZSTD_LEVEL,
+        "use_dictionary": False,
+        "write_statistics": False,
+    }
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp, **options))
 
 
 def chunk_evenly(texts: list[str], n: int) -> list[list[str]]:
@@ -602,7 +594,7 @@ def prepare(out: Path, download_dir: Path, train_shards: int) -> dict:
     manifest = {
         k: {"sha256": v["sha256"], "rows": v["rows"], "bytes": v["bytes"]} for k, v in stats.items()
     }
-    (out / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     write_readme(out, docs, held, stats, train_shards)
     return stats
 

@@ -29,7 +29,8 @@ from typing import Any
 
 from nanolib import __version__
 from nanolib.config import Book, Chapter, load_book
-from nanolib.runs import RunState, atomic_dir, run_state, runs_root
+from nanolib.files import atomic_dir
+from nanolib.runs import RunState, run_state, runs_root
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 REPO_ROOT = Path(__file__).resolve().parent.parent

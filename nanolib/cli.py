@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import signal
 import sys
+import threading
 import time
 
 import yaml
 
 from nanolib.config import BookConfigError, load_book
+from nanolib.procs import AlreadyRunningError, Interrupted, raise_on_signals
 from nanolib.runs import ArtifactMissingError, run_state
 
 
@@ -91,6 +96,24 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_params(args: argparse.Namespace) -> int:
+    """Print a chapter's resolved parameters at a preset, each with its source and range."""
+    from nanolib.config import RANGES
+
+    book = load_book()
+    ch = book.chapter(args.chapter)
+    rows = [
+        (k, json.dumps(v), src, str(RANGES[k]) if k in RANGES else "")
+        for k, v, src in book.explain(ch.slug, args.preset, _parse_overrides(args.param))
+    ]
+    print(f"chapter {ch.number} {ch.title!r} at preset {args.preset!r}:")
+    head = ("parameter", "value", "from", "allowed")
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(3)]
+    for r in [head, *rows]:
+        print("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[3])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `nanobook`."""
     p = argparse.ArgumentParser(prog="nanobook", description=__doc__)
@@ -115,6 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--log-output", action="store_true")
     m.set_defaults(func=cmd_make)
 
+    pa = sub.add_parser(
+        "params", help="a chapter's parameters at a preset: value, where it comes from, range"
+    )
+    pa.add_argument("chapter", help="chapter number or slug")
+    pa.add_argument("--preset", default="tiny")
+    pa.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"))
+    pa.set_defaults(func=cmd_params)
+
     s = sub.add_parser("status", help="show each chapter's run state")
     s.add_argument("--preset", default=None)
     s.set_defaults(func=cmd_status)
@@ -122,20 +153,43 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `nanobook` console script."""
+    """Entry point of the `nanobook` console script: every error is one line on stderr."""
     args = build_parser().parse_args(argv)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = raise_on_signals(signal.SIGTERM, signal.SIGHUP)  # stop chapters as Ctrl-C does
     try:
-        return args.func(args)
+        rc = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return rc
     except (BookConfigError, ArtifactMissingError) as e:
         print(f"nanobook: error: {e}", file=sys.stderr)
         return 2
+    except AlreadyRunningError as e:
+        print(f"nanobook: refused: {e}", file=sys.stderr)
+        return 3
+    except BrokenPipeError:
+        # the reader went away (`nanobook status | head`): stop quietly, as other tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except KeyboardInterrupt as e:
+        signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+        print(f"nanobook: stopped by {signal.Signals(signum).name}", file=sys.stderr)
+        return 128 + signum
     except Exception as e:
-        from nanolib.execute import ChapterFailedError
+        from nanolib.execute import ChapterFailedError, ChapterInterruptedError
 
+        if isinstance(e, ChapterInterruptedError):
+            print(f"nanobook: {e}", file=sys.stderr)
+            return 128 + e.signum
         if isinstance(e, ChapterFailedError):
             print(f"nanobook: error: {e}", file=sys.stderr)
             return 1
         raise
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 if __name__ == "__main__":

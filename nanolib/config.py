@@ -21,6 +21,98 @@ class BookConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class Range:
+    """The values a parameter may take: bounds (inclusive unless open) or a set of choices. A list
+    parameter's every number (at any depth) must lie in the range."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    choices: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        if self.choices:
+            return f"one of {', '.join(self.choices)}"
+        if self.lo is not None and self.hi is not None:
+            return f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}]"
+        if self.lo is not None:
+            return f"{'>' if self.lo_open else '≥'} {self.lo:g}"
+        return f"≤ {self.hi:g}"
+
+    def allows(self, value: Any) -> bool:
+        """Is value (or every number/string inside a list value) in the range?"""
+        if isinstance(value, (list, tuple)):
+            return all(self.allows(v) for v in value)
+        if value is None:
+            return True
+        if self.choices:
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return True  # the type check reports a wrong type
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            return False
+        return self.hi is None or value <= self.hi
+
+
+AT_LEAST_1, AT_LEAST_0, POSITIVE = Range(lo=1), Range(lo=0), Range(lo=0, lo_open=True)
+FRACTION = Range(lo=0, hi=1)
+# The allowed values of every chapter parameter, by name: a name means the same thing in every
+# chapter, so each is declared once. Checked for the chapter defaults, every preset's values and
+# every override, whenever book.yml is loaded (`nanobook status`, `run`, `build` …).
+RANGES: dict[str, Range] = {
+    # text and tokenizer: 256 byte tokens + 9 special tokens (nanolib.tokenizer.SPECIAL_TOKENS)
+    "data": Range(choices=("tiny", "fineweb-edu")),  # nanolib.data.SOURCES
+    "vocab_size": Range(lo=265),
+    "sweep_vocab_sizes": Range(lo=265),
+    "sweep_vocab_size": Range(lo=265),
+    "max_chars": AT_LEAST_1,
+    "doc_cap": AT_LEAST_1,
+    "sweep_max_chars": AT_LEAST_1,
+    "seed": AT_LEAST_0,
+    # model shape
+    "depth": AT_LEAST_1,
+    "depths": AT_LEAST_1,
+    "aspect_ratio": AT_LEAST_1,
+    "head_dim": Range(lo=2),  # rotary embeddings turn channels in pairs
+    "seq_len": AT_LEAST_1,
+    # training
+    "batch_tokens": AT_LEAST_1,
+    "device_batch_size": AT_LEAST_1,
+    "tokens_per_param": POSITIVE,
+    "target_flops": POSITIVE,
+    "num_steps": AT_LEAST_1,
+    "matrix_lr": AT_LEAST_0,
+    "embedding_lr": AT_LEAST_0,
+    "unembedding_lr": AT_LEAST_0,
+    "weight_decay": AT_LEAST_0,
+    "warmup_steps": AT_LEAST_0,
+    "warmdown_ratio": FRACTION,
+    "final_lr_frac": FRACTION,
+    "eval_every": AT_LEAST_1,
+    "eval_tokens": AT_LEAST_1,
+    "checkpoint_every": AT_LEAST_0,  # 0: only the final checkpoint
+    "num_samples": AT_LEAST_0,
+    "sample_tokens": AT_LEAST_1,
+    "bigram_max_tokens": AT_LEAST_1,
+    # scaling sweep and miniseries
+    "sweep_budgets": POSITIVE,
+    "sweep_depths": AT_LEAST_1,
+    "sweep_time_budget_s": POSITIVE,
+    "cpu_threads": AT_LEAST_1,
+    "family_depths": AT_LEAST_1,
+    "family_tokens_per_param": POSITIVE,
+    "n_bootstrap": AT_LEAST_1,
+    "shape_depth": AT_LEAST_1,
+    "shape_configs": AT_LEAST_1,
+    # CORE
+    "bundle": Range(choices=("tiny", "dclm")),
+    "max_per_task": AT_LEAST_1,
+    "mfu": Range(lo=0, hi=1, lo_open=True),
+    "dollars_per_gpu_hour": AT_LEAST_0,
+}
+
+
+@dataclass(frozen=True)
 class Chapter:
     """One chapter of the book as book.yml declares it."""
 
@@ -100,6 +192,25 @@ class Book:
             params[key] = _check_param(ch, key, value, f"override of {ch.slug}")
         return params
 
+    def explain(
+        self, chapter: str, preset: str, overrides: dict[str, Any] | None = None
+    ) -> list[tuple[str, Any, str]]:
+        """(name, value, source) of each resolved parameter; source is 'book.yml default',
+        'preset <name>' or 'override (-p)'."""
+        ch = self.chapter(chapter)
+        from_preset = self.preset(preset).chapters.get(ch.slug, {})
+        resolved = self.resolve(chapter, preset, overrides)
+        rows = []
+        for key, value in resolved.items():
+            if key in (overrides or {}):
+                source = "override (-p)"
+            elif key in from_preset:
+                source = f"preset {preset}"
+            else:
+                source = "book.yml default"
+            rows.append((key, value, source))
+        return rows
+
 
 def book_root() -> Path:
     """The folder holding book.yml: $NANOBOOK_ROOT, else the checkout nanolib was imported from."""
@@ -159,7 +270,7 @@ def _load_book_cached(path: Path, _mtime: int) -> Book:
         title=str(raw["title"]),
         subtitle=str(raw.get("subtitle", "")),
         render_preset=render,
-        cell_timeout_s=int(raw.get("cell_timeout_s", 1200)),
+        cell_timeout_s=_positive_int(raw, "cell_timeout_s", 1200, path.name, "seconds"),
         chapters=chapters,
         presets=presets,
     )
@@ -223,6 +334,14 @@ def _load_chapter(root: Path, i: int, raw: Any) -> Chapter:
     params = raw.get("params") or {}
     if not isinstance(params, dict):
         raise BookConfigError(f"{where}: 'params' must be a mapping of name -> default value")
+    for key, value in params.items():
+        _check_range(key, value, f"{where} ({slug}) default")
+    produces = raw.get("produces") or []
+    if not isinstance(produces, list) or not all(isinstance(a, str) for a in produces):
+        raise BookConfigError(
+            f"{where}: 'produces' must be a list of artifact names, e.g. [tokenizer], "
+            f"got {produces!r}"
+        )
     declared = notebook_parameters(file)
     expected = set(params) | {"preset", "run_dir"}
     if set(declared) != expected:
@@ -236,8 +355,8 @@ def _load_chapter(root: Path, i: int, raw: Any) -> Chapter:
         file=file,
         title=str(raw["title"]),
         params=dict(params),
-        produces=tuple(raw.get("produces") or ()),
-        timeout_s=int(raw.get("timeout_s", 1800)),
+        produces=tuple(produces),
+        timeout_s=_positive_int(raw, "timeout_s", 1800, where, "seconds"),
     )
 
 
@@ -248,11 +367,22 @@ def _load_preset(name: str, raw: Any, chapters: tuple[Chapter, ...]) -> Preset:
     _check_keys(raw, PRESET_KEYS, where, required={"description", "device"})
     by_slug = {c.slug: c for c in chapters}
     per_chapter = raw.get("chapters") or {}
+    if not isinstance(per_chapter, dict):
+        raise BookConfigError(
+            f"{where}: 'chapters' must be a mapping of chapter slug -> parameter values "
+            f"(e.g. `01_tokenizer: {{vocab_size: 512}}`), got a {type(per_chapter).__name__}"
+        )
     checked: dict[str, dict[str, Any]] = {}
     for slug, values in per_chapter.items():
         if slug not in by_slug:
             raise BookConfigError(
                 f"{where}: unknown chapter {slug!r}; valid chapters: {', '.join(by_slug)}"
+            )
+        values = values or {}
+        if not isinstance(values, dict):
+            raise BookConfigError(
+                f"{where} chapter {slug}: expected a mapping of parameter -> value, "
+                f"got a {type(values).__name__}"
             )
         ch = by_slug[slug]
         checked[slug] = {
@@ -266,9 +396,25 @@ def _load_preset(name: str, raw: Any, chapters: tuple[Chapter, ...]) -> Preset:
         description=str(raw["description"]),
         where=str(raw.get("where", "")),
         device=device,
-        nproc=int(raw.get("nproc", 1)),
+        nproc=_positive_int(raw, "nproc", 1, where, "processes"),
         chapters=checked,
     )
+
+
+def _positive_int(raw: dict, key: str, default: int, where: str, unit: str) -> int:
+    """raw[key] as a whole number ≥ 1 (default if absent), or a one-line error."""
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BookConfigError(
+            f"{where}: {key!r} must be a whole number ≥ 1 ({unit}), got {value!r}"
+        )
+    return value
+
+
+def _check_range(key: str, value: Any, where: str) -> None:
+    allowed = RANGES.get(key)
+    if allowed is not None and not allowed.allows(value):
+        raise BookConfigError(f"{where}: parameter {key!r} must be {allowed}, got {value!r}")
 
 
 def _check_param(ch: Chapter, key: str, value: Any, where: str) -> Any:
@@ -278,6 +424,7 @@ def _check_param(ch: Chapter, key: str, value: Any, where: str) -> Any:
     default = ch.params[key]
     want = type(default) if default is not None else ch.null_types.get(key)
     if value is None or want is None:
+        _check_range(key, value, where)
         return value
     ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
     if want is float and isinstance(value, int) and not isinstance(value, bool):
@@ -288,6 +435,7 @@ def _check_param(ch: Chapter, key: str, value: Any, where: str) -> Any:
             f"{where}: parameter {key!r} must be {want.__name__} ({like}), "
             f"got {type(value).__name__} {value!r}"
         )
+    _check_range(key, value, where)
     return value
 
 

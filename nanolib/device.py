@@ -1,10 +1,25 @@
-"""The device a run uses: mixed precision, synchronisation, memory and peak FLOP/s for MFU."""
+"""The device a run uses: which one, mixed precision, synchronisation, memory, peak FLOP/s, cost.
+
+`pick_device` turns a preset's `device` into the one to use; `available_memory` and
+`check_memory` say whether a run fits before it starts; `peak_flops` gives MFU its denominator,
+and `gpu_cost` turns FLOPs into GPU-hours and dollars at an assumed MFU and price — the one
+place the book's cost estimates are computed.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 
 import torch
+
+MEMORY_HEADROOM = 0.9  # plan to use at most this fraction of the memory a device has
+# The book's cost assumptions: model FLOPs utilisation, rental price and the GPU they apply to.
+ASSUMED_MFU = 0.40
+DOLLARS_PER_GPU_HOUR = 3.0
+REFERENCE_GPU = "NVIDIA H100 80GB HBM3"
 
 # Published dense (no 2:4 sparsity) tensor-core peaks in FLOP/s, from NVIDIA's datasheets.
 # fp32 matmuls reach the tf32 peak only when torch allows TF32 (float32 matmul precision
@@ -58,9 +73,85 @@ def sync(device: str | torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def memory_bytes(device: str | torch.device) -> int | None:
-    """Total memory of a GPU in bytes; None for a CPU (shared with everything else)."""
+class InsufficientMemoryError(MemoryError):
+    """A run at this batch size does not fit the device's memory; the message says what fits."""
+
+
+def pick_device(wanted: str) -> str:
+    """'cpu', 'cuda' or 'auto' → the device to use; asking for cuda without one is an error."""
+    has_cuda = torch.cuda.is_available()
+    if wanted == "auto":
+        return "cuda" if has_cuda else "cpu"
+    if wanted == "cuda" and not has_cuda:
+        raise RuntimeError(
+            "this preset needs a CUDA GPU but torch sees none; use --preset tiny on a CPU"
+        )
+    return wanted
+
+
+def available_memory(device: str | torch.device) -> int:
+    """Bytes a run may plan to use: a GPU's total memory, or the host's available RAM."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).total_memory
-    return None
+    try:
+        import psutil
+
+        return psutil.virtual_memory().available
+    except ImportError:
+        meminfo = Path("/proc/meminfo").read_text()
+        return int(re.search(r"MemAvailable:\s+(\d+) kB", meminfo).group(1)) * 1024
+
+
+def check_memory(
+    need: Callable[[int], int],
+    batch_size: int,
+    device: str,
+    ranks_per_device: int = 1,
+    what: str = "the model",
+) -> int:
+    """Bytes per rank `need(batch_size)`; raise InsufficientMemoryError with a batch that fits.
+
+    `need` maps a per-rank batch size (rows) to the bytes it takes on one rank.
+    """
+    have = available_memory(device) * MEMORY_HEADROOM / ranks_per_device
+    bytes_needed = need(batch_size)
+    if bytes_needed <= have:
+        return bytes_needed
+    gib = 2**30
+    smaller = batch_size // 2
+    while smaller >= 1 and need(smaller) > have:
+        smaller //= 2
+    if smaller >= 1:
+        fix = (
+            f"set device_batch_size to {smaller} (≈ {need(smaller) / gib:.1f} GiB): batch_tokens "
+            "stays the same through more gradient-accumulation steps"
+        )
+    else:
+        fix = "even device_batch_size=1 does not fit: use a smaller depth or seq_len"
+    raise InsufficientMemoryError(
+        f"{what} needs ≈ {bytes_needed / gib:.1f} GiB per rank at device_batch_size={batch_size}, "
+        f"but {device} offers ≈ {have / gib:.1f} GiB ({MEMORY_HEADROOM:.0%} of what it has); {fix}"
+    )
+
+
+def gpu_cost(
+    flops: float,
+    gpus: int = 1,
+    mfu: float = ASSUMED_MFU,
+    dollars_per_gpu_hour: float = DOLLARS_PER_GPU_HOUR,
+    gpu: str = REFERENCE_GPU,
+) -> dict[str, float]:
+    """Wall-clock hours, GPU-hours and dollars to spend `flops` on `gpus` GPUs at `mfu` (bf16).
+
+    Works elementwise when `flops` is an array.
+    """
+    peak = peak_flops(gpu, torch.bfloat16)
+    if peak is None:
+        raise ValueError(f"no published peak FLOP/s for {gpu!r}; known: {list(PEAK_FLOPS)}")
+    hours = flops / (gpus * peak * mfu) / 3600
+    return {
+        "hours": hours,
+        "gpu_hours": hours * gpus,
+        "dollars": hours * gpus * dollars_per_gpu_hour,
+    }

@@ -1,4 +1,9 @@
-"""Run directories, manifests, metrics and named artifacts under runs/<preset>/<chapter>/."""
+"""Runs: directories, manifests, metrics and named artifacts under runs/<preset>/<chapter>/.
+
+`start_chapter` resolves a chapter's parameters, seeds, and returns its `Run` (parameters are
+`run.params[...]` or `run.p.name`); `artifact` finds what an earlier chapter made, and its
+error names the chapter and command that make it; `run_state` says whether a run is up to date.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +13,16 @@ import os
 import platform
 import random
 import subprocess
-import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from nanolib import __version__
 from nanolib.config import Book, BookConfigError, book_root, load_book
+from nanolib.files import atomic_write_json, read_json, sha256_file
 
 MANIFEST = "manifest.json"
 METRICS = "metrics.jsonl"
@@ -38,42 +43,19 @@ def run_dir_for(slug: str, preset: str) -> Path:
     return runs_root() / preset / slug
 
 
+def failed_notebook(slug: str, preset: str) -> Path:
+    """Where the executed notebook of a failed run is kept for diagnosis."""
+    return runs_root() / preset / f"{slug}.failed.ipynb"
+
+
+def run_lock_path(slug: str, preset: str) -> Path:
+    """The lock file that lets one run of a chapter at a preset write at a time."""
+    return runs_root() / preset / f".{slug}.lock"
+
+
 def now_iso() -> str:
     """The current UTC time, ISO 8601."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write a file so that readers see the old or the new content, never half of it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    """Atomically write JSON (indented, sorted keys)."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def read_json(path: str | Path) -> dict:
-    """Read a JSON file, naming the file if it is corrupt."""
-    try:
-        return json.loads(Path(path).read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: corrupt JSON ({e}); delete it and re-run the chapter") from None
-
-
-def file_hash(path: str | Path) -> str:
-    """sha256 of a file's bytes."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def nanolib_hash() -> str:
@@ -145,23 +127,6 @@ def environment_facts(device: str) -> dict[str, Any]:
     return facts
 
 
-def pick_device(wanted: str) -> str:
-    """'cpu', 'cuda' or 'auto' → the device to use; asking for cuda without one is an error."""
-    try:
-        import torch
-
-        has_cuda = torch.cuda.is_available()
-    except ImportError:
-        has_cuda = False
-    if wanted == "auto":
-        return "cuda" if has_cuda else "cpu"
-    if wanted == "cuda" and not has_cuda:
-        raise RuntimeError(
-            "this preset needs a CUDA GPU but torch sees none; use --preset tiny on a CPU"
-        )
-    return wanted
-
-
 @dataclass
 class Run:
     """A chapter's run: its resolved parameters, directory, metrics file and manifest."""
@@ -176,11 +141,10 @@ class Run:
     started: str = field(default_factory=now_iso)
     t0: float = field(default_factory=time.time)
 
-    def __getattr__(self, name: str) -> Any:
-        params = self.__dict__.get("params", {})
-        if name in params:
-            return params[name]
-        raise AttributeError(name)
+    @property
+    def p(self) -> SimpleNamespace:
+        """The resolved parameters as attributes (`run.p.depth`), apart from the run's fields."""
+        return SimpleNamespace(**self.params)
 
     def path(self, name: str) -> Path:
         """A file inside this run's directory."""
@@ -203,7 +167,7 @@ class Run:
             "title": ch.title,
             "preset": self.preset,
             "params": self.params,
-            "chapter_hash": file_hash(ch.file),
+            "chapter_hash": sha256_file(ch.file),
             "nanolib_version": __version__,
             "nanolib_hash": nanolib_hash(),
             "git_commit": git_commit(),
@@ -257,6 +221,8 @@ def start_chapter(chapter: str, preset: str, namespace: dict[str, Any]) -> Run:
     d.mkdir(parents=True, exist_ok=True)
     (d / METRICS).unlink(missing_ok=True)
     seed_everything(int(params.get("seed") or 0))
+    from nanolib.device import pick_device  # imports torch: only when a chapter starts
+
     run = Run(
         book=book,
         slug=ch.slug,
@@ -270,6 +236,21 @@ def start_chapter(chapter: str, preset: str, namespace: dict[str, Any]) -> Run:
     return run
 
 
+def make_command(
+    name: str, preset: str | None = None, *flags: str, book: Book | None = None
+) -> str:
+    """How to make a named artifact, e.g. "chapter 01 'The tokenizer' (`nanobook run 01`)".
+
+    Without a readable book.yml it says "the chapter that makes the `name` artifact".
+    """
+    try:
+        ch = (book or load_book()).producer_of(name)
+    except BookConfigError:
+        return f"the chapter that makes the `{name}` artifact (`nanobook run`)"
+    args = " ".join([*(["--preset", preset] if preset else []), *flags])
+    return f"chapter {ch.number} {ch.title!r} (`nanobook run {ch.number}{' ' * bool(args)}{args}`)"
+
+
 def artifact(name: str, preset: str, book: Book | None = None) -> Path:
     """Path of a named artifact made by an earlier chapter; a clear error if it is not there."""
     book = book or load_book()
@@ -280,38 +261,21 @@ def artifact(name: str, preset: str, book: Book | None = None) -> Path:
     ok = manifest.exists() and read_json(manifest).get("status") == "ok"
     if not path.exists() or not ok:
         raise ArtifactMissingError(
-            f"artifact {name!r} (made by chapter {ch.number} {ch.title!r}) is missing for preset "
-            f"{preset!r} at {path}; run `nanobook run {ch.number} --preset {preset}` first"
+            f"artifact {name!r} is missing for preset {preset!r} at {path}; it is made by "
+            f"{make_command(name, preset, book=book)}: run that first"
         )
     return path
 
 
-@contextmanager
-def atomic_dir(final: Path):
-    """Yield a temp sibling directory; on success it replaces `final` in one rename step."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
+def remake_hint(path: str | Path) -> str:
+    """How to make a damaged artifact again: the command of the chapter whose run holds it."""
     try:
-        yield tmp
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    replace_dir(tmp, final)
-
-
-def replace_dir(new: Path, final: Path) -> None:
-    """Swap a finished directory into place, keeping the old one until the swap has happened."""
-    import shutil
-
-    old = None
-    if final.exists():
-        old = final.parent / f".{final.name}.old-{os.getpid()}-{time.time_ns()}"
-        os.replace(final, old)
-    os.replace(new, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        rel = Path(path).resolve().relative_to(runs_root().resolve())
+        preset, folder = rel.parts[0], rel.parts[1]
+    except (ValueError, IndexError):
+        return "re-run the chapter that made it"
+    slug = folder.lstrip(".").split(".")[0]  # a run folder, or a work folder `.NN_slug.partial`
+    return f"re-run `nanobook run {slug.split('_')[0]} --preset {preset} --force`"
 
 
 @dataclass(frozen=True)
@@ -331,6 +295,9 @@ def run_state(book: Book, chapter: str, preset: str) -> RunState:
     nb = d / f"{ch.slug}.ipynb"
     mpath = d / MANIFEST
     if not mpath.exists():
+        if failed_notebook(ch.slug, preset).exists():
+            kept = failed_notebook(ch.slug, preset)
+            return RunState("failed", (f"its only run failed (notebook kept at {kept})",))
         return RunState("missing", (f"no run at {d}",))
     try:
         m = read_json(mpath)
@@ -339,13 +306,14 @@ def run_state(book: Book, chapter: str, preset: str) -> RunState:
     if m.get("status") != "ok" or not nb.exists():
         return RunState("failed", (f"last run status {m.get('status')!r}",), m)
     reasons = []
-    if m.get("chapter_hash") != file_hash(ch.file):
+    if m.get("chapter_hash") != sha256_file(ch.file):
         reasons.append(f"{ch.file.name} changed since the run")
     if m.get("nanolib_hash") != nanolib_hash():
         reasons.append("nanolib changed since the run")
     try:
-        if m.get("params") != json.loads(json.dumps(book.resolve(ch.slug, preset), default=str)):
-            reasons.append("the preset's parameters changed since the run")
+        reasons += _param_reasons(
+            m, json.loads(json.dumps(book.resolve(ch.slug, preset), default=str))
+        )
     except BookConfigError as e:
         reasons.append(str(e))
     for up in book.chapters[: book.chapters.index(ch)]:
@@ -357,3 +325,25 @@ def run_state(book: Book, chapter: str, preset: str) -> RunState:
             except ValueError:
                 pass
     return RunState("stale" if reasons else "ok", tuple(reasons), m, nb)
+
+
+def _param_reasons(manifest: dict[str, Any], preset_params: dict[str, Any]) -> list[str]:
+    """Why a run's parameters differ from its preset's: overridden (-p) or changed in book.yml."""
+    ran = manifest.get("params") or {}
+    if ran == preset_params:
+        return []
+    overrides = manifest.get("overrides") or {}
+    keys = sorted(set(ran) | set(preset_params), key=str)
+    differ = [k for k in keys if ran.get(k) != preset_params.get(k)]
+    over = [k for k in differ if k in overrides]
+    changed = [k for k in differ if k not in overrides]
+    reasons = []
+    if over:
+        shown = ", ".join(f"{k}={json.dumps(ran.get(k))}" for k in over)
+        reasons.append(f"parameters overridden: {shown}")
+    if changed:
+        shown = ", ".join(
+            f"{k} {json.dumps(ran.get(k))} → {json.dumps(preset_params.get(k))}" for k in changed
+        )
+        reasons.append(f"the preset's parameters changed since the run: {shown}")
+    return reasons

@@ -1,4 +1,4 @@
-"""Scaling laws: the isoFLOP sweep's CSV, Chinchilla's Approaches 2 and 3, and a depth per budget.
+"""Scaling laws: Chinchilla's Approaches 2 and 3, Chinchilla's data, and a depth per budget.
 
 Two ways to turn a set of training runs into "how big a model for this much compute":
 
@@ -13,180 +13,41 @@ Two ways to turn a set of training runs into "how big a model for this much comp
   from each of 4500 grid starts, and keep the best. Minimising C = 6ND gives the closed form
   N_opt = G·(C/6)^a, D_opt = (C/6)^b / G with a = β/(α+β), b = α/(α+β), G = (αA/(βB))^(1/(α+β)).
 
-The 4500 starts are independent, so they run as one batch: a hand-written L-BFGS whose history,
-step and stopping test are per start (one `torch.optim.LBFGS` over the summed objective would
-share one line search and one curvature estimate across all starts and crawl). A first pass
-with a loose tolerance finds the basins; the best few are then polished to a tight one.
+The 4500 starts are independent, so they run as one batch (`nanolib.lbfgs.batched_lbfgs`). A
+first pass with a loose tolerance finds the basins; the best few are then polished to a tight one.
 
-The sweep CSV (`read_sweep`, `append_sweep_row`) has one row per finished run, columns
-`SWEEP_COLUMNS`: the nominal `budget` (FLOPs), `depth`, N under each counting convention of
-`nanolib.model.scaling_params` (`n_params_all`, `n_params_non_embedding`, `n_params_matmul`),
-`tokens` trained, `flops` actually spent, `val_bpb` and `wall_s`.
-
-Running a sweep: `plan_isoflop` turns budgets × depths into runs (steps, tokens and FLOPs with
-FLOPs = `nanolib.model.flops_per_token` × tokens, and an estimated time from measured FLOP/s
-that a preset's time budget may refuse); `run_sweep` trains them through
-`nanolib.train.launch`, appending a row only when a run has finished, so a killed sweep
-continues where it stopped; `plan_family` and `run_family` plan and train one model per depth
-at a tokens-per-parameter ratio (the miniseries). `Dial` reads a fitted L(N, D) along a depth
-dial whose FLOPs per token are not 6·N.
+`load_chinchilla` reads Epoch AI's extraction of Chinchilla's runs; `Dial` reads a fitted
+L(N, D) along a depth dial whose FLOPs per token are not 6·N. Nothing here trains: the runs
+these fits read are planned and trained by `nanolib.sweep`.
 """
 
 from __future__ import annotations
 
-import csv
 import itertools
 import math
-import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, redirect_stdout
-from dataclasses import asdict, dataclass, field, replace
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from nanolib.model import CONVENTIONS, GPTConfig, config_for_depth, flops_per_token, scaling_params
-from nanolib.runs import atomic_write_json, atomic_write_text, file_hash, read_json
-from nanolib.tokenizer import RANKS_FILE, Tokenizer
-from nanolib.train import META, NOT_TRAJECTORY, TrainConfig, launch, plan
+from nanolib.lbfgs import batched_lbfgs
+from nanolib.model import CONVENTIONS, config_for_depth, flops_per_token, scaling_params
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 CHINCHILLA_CSV = DATA_DIR / "chinchilla" / "chinchilla_extracted.csv"
+PUBLISHED_CSV = DATA_DIR / "reference" / "scaling_published.csv"  # published fits, with sources
 # Chinchilla's nine isoFLOP budgets (Figure 3 legend); Epoch's points cluster 2-9 % below them.
 CHINCHILLA_BUDGETS = (6e18, 1e19, 3e19, 6e19, 1e20, 3e20, 6e20, 1e21, 3e21)
-
-# Column -> type of one row of the isoFLOP sweep; every value must be positive (wall_s may be 0).
-SWEEP_COLUMNS: dict[str, type] = {
-    "budget": float,
-    "depth": int,
-    "n_params_all": int,
-    "n_params_non_embedding": int,
-    "n_params_matmul": int,
-    "tokens": int,
-    "flops": float,
-    "val_bpb": float,
-    "wall_s": float,
-}
 
 
 class ScalingWarning(UserWarning):
     """Data a fit flagged or left out; the message says which and why."""
-
-
-class SweepFormatError(ValueError):
-    """A sweep CSV (or a row for it) that does not have the expected columns or values."""
-
-
-# ---------------------------------------------------------------------------------------------
-# The sweep CSV
-# ---------------------------------------------------------------------------------------------
-
-
-def _check_value(column: str, raw: object, where: str) -> int | float:
-    """One sweep value parsed to its column's type; a SweepFormatError naming `where` if bad."""
-    kind = SWEEP_COLUMNS[column]
-    try:
-        value = float(raw)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise SweepFormatError(
-            f"{where}: column {column!r} is {raw!r}, which is not a number"
-        ) from None
-    if not math.isfinite(value):
-        raise SweepFormatError(f"{where}: column {column!r} is {raw!r}; it must be finite")
-    if kind is int:
-        if value != int(value):
-            raise SweepFormatError(f"{where}: column {column!r} is {raw!r}; it must be an integer")
-        value = int(value)
-    floor_ok = value >= 0 if column == "wall_s" else value > 0
-    if not floor_ok:
-        sign = "non-negative" if column == "wall_s" else "positive"
-        raise SweepFormatError(f"{where}: column {column!r} is {raw!r}; it must be {sign}")
-    return value
-
-
-def _format_row(row: Mapping[str, object], where: str) -> str:
-    """A validated row as one CSV line (with its newline), columns in SWEEP_COLUMNS order."""
-    missing = [c for c in SWEEP_COLUMNS if c not in row]
-    extra = [c for c in row if c not in SWEEP_COLUMNS]
-    if missing or extra:
-        raise SweepFormatError(
-            f"{where}: the row has missing columns {missing} and unknown columns {extra}; "
-            f"a sweep row has exactly {list(SWEEP_COLUMNS)}"
-        )
-    values = [_check_value(c, row[c], where) for c in SWEEP_COLUMNS]
-    return ",".join(str(v) if isinstance(v, int) else repr(v) for v in values) + "\n"
-
-
-def append_sweep_row(path: str | Path, row: Mapping[str, object]) -> None:
-    """Append one run's row to a sweep CSV (header on first use), written and fsynced whole."""
-    path = Path(path)
-    line = _format_row(row, f"row for {path}")
-    header = ",".join(SWEEP_COLUMNS) + "\n"
-    if not path.exists() or path.stat().st_size == 0:
-        atomic_write_text(path, header)
-    with path.open("rb+") as f:
-        first = f.readline().decode("utf-8", "replace")
-        if first != header:
-            raise SweepFormatError(
-                f"{path}: header is {first.strip()!r}, expected {header.strip()!r}; "
-                "move the file aside and rerun the sweep to start a new one"
-            )
-        f.seek(0, os.SEEK_END)
-        end = f.tell()
-        f.seek(end - 1)
-        if f.read(1) != b"\n":  # a killed writer left half a line: drop it before appending
-            f.seek(0)
-            keep = f.read().rfind(b"\n") + 1
-            f.truncate(keep)
-            f.flush()
-            os.fsync(f.fileno())
-            warnings.warn(
-                f"{path}: dropped a truncated last line (a run killed mid-write)",
-                ScalingWarning,
-                stacklevel=2,
-            )
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-    try:
-        os.write(fd, line.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def read_sweep(path: str | Path) -> pd.DataFrame:
-    """The sweep CSV, validated: a bad row names file and line; a cut-off last line is dropped."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no sweep CSV here; the isoFLOP sweep runner writes it")
-    text = path.read_text(encoding="utf-8")
-    lines = text.splitlines(keepends=True)
-    if lines and not lines[-1].endswith("\n"):
-        warnings.warn(
-            f"{path}:{len(lines)}: dropped a truncated last line (a run killed mid-write): "
-            f"{lines[-1]!r}",
-            ScalingWarning,
-            stacklevel=2,
-        )
-        lines = lines[:-1]
-    if not lines:
-        raise SweepFormatError(f"{path}: empty file; expected the header {list(SWEEP_COLUMNS)}")
-    records = list(csv.reader(lines))
-    header = records[0]
-    if header != list(SWEEP_COLUMNS):
-        raise SweepFormatError(f"{path}:1: header is {header}, expected {list(SWEEP_COLUMNS)}")
-    rows = []
-    for lineno, fields in enumerate(records[1:], start=2):
-        where = f"{path}:{lineno}"
-        if len(fields) != len(header):
-            raise SweepFormatError(
-                f"{where}: {len(fields)} fields, expected {len(header)} ({','.join(header)})"
-            )
-        rows.append([_check_value(c, v, where) for c, v in zip(header, fields)])
-    frame = pd.DataFrame(rows, columns=header)
-    return frame.astype({c: ("int64" if t is int else "float64") for c, t in SWEEP_COLUMNS.items()})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,7 +115,7 @@ def _power_law(log_c: np.ndarray, log_y: np.ndarray) -> tuple[float, float]:
     return float(slope), float(intercept)
 
 
-def _percentiles(samples: Iterable[float], ci: float) -> tuple[float, float]:
+def percentile_interval(samples: Iterable[float], ci: float = 0.8) -> tuple[float, float]:
     """The central `ci` percentile interval of samples, ignoring NaN; NaN if all are NaN."""
     values = np.asarray(samples, dtype=float)
     if not np.isfinite(values).any():
@@ -319,7 +180,7 @@ class IsoFlopFit:
         """Bootstrap percentile interval (level `ci`) of a column of `bootstrap`, e.g. 'a'."""
         if self.bootstrap is None:
             raise ValueError("no bootstrap: refit with fit_isoflop(..., n_bootstrap=200)")
-        return _percentiles(self.bootstrap[name], self.ci)
+        return percentile_interval(self.bootstrap[name], self.ci)
 
     def loss_opt(self, flops: float | np.ndarray) -> float | np.ndarray:
         """The minimum loss at C: a power law through the usable budgets' vertices (NaN if < 2)."""
@@ -335,6 +196,13 @@ class IsoFlopFit:
         x = np.log(n) - math.log(self.n_opt(flops))
         return _as_output(self.loss_opt(flops) + c2 * x**2, n)
 
+    def n_opt_interval(self, flops: float) -> tuple[float, float]:
+        """Bootstrap percentile interval (level `ci`) of N_opt at compute `flops`."""
+        if self.bootstrap is None:
+            raise ValueError("no bootstrap: refit with fit_isoflop(..., n_bootstrap=200)")
+        log_n = self.bootstrap["log_n_coef"] + self.bootstrap["a"] * math.log(flops)
+        return percentile_interval(np.exp(log_n), self.ci)
+
     def tokens_per_param_interval(self, flops: float) -> tuple[float, float]:
         """Bootstrap percentile interval (level `ci`) of D_opt/N_opt at compute `flops`."""
         if self.bootstrap is None:
@@ -343,7 +211,7 @@ class IsoFlopFit:
         log_ratio = (
             boot["log_d_coef"] - boot["log_n_coef"] + (boot["b"] - boot["a"]) * math.log(flops)
         )
-        return _percentiles(np.exp(log_ratio), self.ci)
+        return percentile_interval(np.exp(log_ratio), self.ci)
 
     @property
     def excluded(self) -> pd.DataFrame:
@@ -566,87 +434,6 @@ class _HuberLSE:
         return huber.sum(-1), grad
 
 
-def _batched_lbfgs(
-    fun: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-    x0: torch.Tensor,
-    *,
-    ftol: float,
-    gtol: float,
-    max_iter: int,
-    history: int = 10,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Minimise each row of x0 independently by L-BFGS with Armijo backtracking.
-
-    A row stops when max|grad| ≤ gtol, when an iteration lowers its objective by at most
-    ftol·|f|, or when no step along its direction lowers the objective. Returns the final
-    rows, their objectives, and the iterations each took.
-    """
-    n_rows, dim = x0.shape
-    x = x0.clone()
-    f, g = fun(x, torch.arange(n_rows))
-    s_hist = torch.zeros(history, n_rows, dim, dtype=x.dtype)
-    y_hist = torch.zeros_like(s_hist)
-    rho = torch.zeros(history, n_rows, dtype=x.dtype)
-    stored = torch.zeros(n_rows, dtype=torch.long)  # curvature pairs stored so far
-    iters = torch.zeros(n_rows, dtype=torch.long)
-    active = torch.arange(n_rows)
-    for _ in range(max_iter):
-        if len(active) == 0:
-            break
-        xa, fa, ga, ka = x[active], f[active], g[active], stored[active]
-        k = len(active)
-        cols = torch.arange(k)
-        # Two-loop recursion over each row's own history (unused slots have rho = 0: no effect).
-        q = ga.clone()
-        coef = torch.zeros(history, k, dtype=x.dtype)
-        slots = [(ka - 1 - j) % history for j in range(history)]
-        for j, slot in enumerate(slots):
-            s, y, r = s_hist[slot, active], y_hist[slot, active], rho[slot, active]
-            coef[j] = r * (s * q).sum(-1)
-            q -= coef[j, :, None] * y
-        s, y, r = s_hist[slots[0], active], y_hist[slots[0], active], rho[slots[0], active]
-        first = 1.0 / ga.norm(dim=-1).clamp_min(1e-300)  # no history yet: a unit-length step
-        gamma = torch.where(r > 0, (s * y).sum(-1) / (y * y).sum(-1).clamp_min(1e-300), first)
-        direction = gamma[:, None] * q
-        for j in reversed(range(history)):
-            slot = slots[j]
-            s, y, r = s_hist[slot, active], y_hist[slot, active], rho[slot, active]
-            direction += s * (coef[j] - r * (y * direction).sum(-1))[:, None]
-        direction = -direction
-        slope = (ga * direction).sum(-1)
-        uphill = slope >= 0
-        direction[uphill] = -ga[uphill] * first[uphill, None]
-        slope = (ga * direction).sum(-1)
-        # Backtracking line search, per row, evaluating only rows not yet accepted.
-        step = torch.ones(k, dtype=x.dtype)
-        x_new, f_new, g_new = xa.clone(), fa.clone(), ga.clone()
-        accepted = torch.zeros(k, dtype=torch.bool)
-        todo = cols
-        for _ in range(60):
-            trial = xa[todo] + step[todo, None] * direction[todo]
-            ft, gt = fun(trial, active[todo])
-            good = ft <= fa[todo] + 1e-4 * step[todo] * slope[todo]
-            hit = todo[good]
-            x_new[hit], f_new[hit], g_new[hit] = trial[good], ft[good], gt[good]
-            accepted[hit] = True
-            todo = todo[~good]
-            if len(todo) == 0:
-                break
-            step[todo] *= 0.5
-        s, y = x_new - xa, g_new - ga
-        sy = (s * y).sum(-1)
-        update = accepted & (sy > 1e-300)
-        rows_u, slot_u = active[update], ka[update] % history
-        s_hist[slot_u, rows_u], y_hist[slot_u, rows_u] = s[update], y[update]
-        rho[slot_u, rows_u] = 1.0 / sy[update]
-        stored[rows_u] += 1
-        x[active], f[active], g[active] = x_new, f_new, g_new
-        iters[active] += 1
-        done = ~accepted | (g_new.abs().amax(-1) <= gtol) | ((fa - f_new) <= ftol * f_new.abs())
-        active = active[~done]
-    return x, f, iters
-
-
 @dataclass(frozen=True)
 class Approach3Fit:
     """L(N, D) = E + A/N^α + B/D^β, fitted; the compute-optimal frontier follows in closed form."""
@@ -786,10 +573,10 @@ def _fit_approach3(
     """fit_approach3 after its inputs are checked."""
     fun = _HuberLSE(n, d, y, delta)
     # Loose pass over every start to find the basins, then polish the best few tightly.
-    x, f, _ = _batched_lbfgs(fun, starts, ftol=1e-6, gtol=1e-9, max_iter=300)
+    x, f, _ = batched_lbfgs(fun, starts, ftol=1e-6, gtol=1e-9, max_iter=300)
     f = torch.where(torch.isfinite(f), f, torch.inf)
     best = torch.argsort(f)[: min(16, len(f))]
-    x, f, _ = _batched_lbfgs(fun, x[best], ftol=1e-14, gtol=1e-12, max_iter=2000)
+    x, f, _ = batched_lbfgs(fun, x[best], ftol=1e-14, gtol=1e-12, max_iter=2000)
     i = int(torch.argmin(f))
     theta = x[i]
     la, lb, le, alpha, beta = (float(v) for v in theta)
@@ -799,7 +586,7 @@ def _fit_approach3(
         idx = rng.integers(0, len(n), size=(n_bootstrap, len(n)))
         counts = np.stack([np.bincount(row, minlength=len(n)) for row in idx])
         fun.weights = torch.as_tensor(counts, dtype=torch.float64)
-        xb, _, _ = _batched_lbfgs(
+        xb, _, _ = batched_lbfgs(
             fun, theta.expand(n_bootstrap, 5).clone(), ftol=1e-12, gtol=1e-12, max_iter=1000
         )
         xb = xb.numpy()
@@ -888,6 +675,18 @@ def load_chinchilla(path: str | Path | None = None, drop_highest: int = 5) -> pd
     return df.reset_index(drop=True)
 
 
+def load_published() -> pd.DataFrame:
+    """Published scaling-law numbers (study, group, quantity, value, se, …) with their sources."""
+    return pd.read_csv(PUBLISHED_CSV)
+
+
+def published_values(study: str, group: str, column: str = "value") -> dict[str, float]:
+    """One group of the published numbers as quantity → value (or se, …), e.g. a fitted law."""
+    table = load_published()
+    rows = table[(table.study == study) & (table.group == group) & table.item.isna()]
+    return dict(zip(rows.quantity, rows[column].astype(float)))
+
+
 @dataclass(frozen=True)
 class Dial:
     """A model family, one model per depth (`nanolib.model.config_for_depth`), for reading fits.
@@ -965,6 +764,22 @@ class Dial:
         best = np.argmin(loss, axis=1)
         return {"n_opt": N[best], "d_opt": D[best], "loss": loss[np.arange(len(best)), best]}
 
+    def optimum_interval(
+        self, fit: Approach3Fit, flops: float, convention: str = "matmul", ci: float = 0.8
+    ) -> dict[str, Any]:
+        """A fit's optimum along the dial at `flops` (n_opt, D/N ratio), with its bootstrap's
+        percentile intervals at level `ci` (n_interval, ratio_interval)."""
+        if fit.bootstrap is None:
+            raise ValueError("no bootstrap: refit with fit_approach3(..., n_bootstrap=200)")
+        point = self.optimum(fit, flops, convention)
+        boot = self.optimum(fit.bootstrap, flops, convention)
+        return {
+            "n_opt": point["n_opt"][0],
+            "n_interval": percentile_interval(boot["n_opt"], ci),
+            "ratio": point["d_opt"][0] / point["n_opt"][0],
+            "ratio_interval": percentile_interval(boot["d_opt"] / boot["n_opt"], ci),
+        }
+
 
 def depth_for_budget(
     flops: float,
@@ -986,376 +801,3 @@ def depth_for_budget(
     cost = [flops_per_token_fn(d) * ratio * params_fn(d) for d in depths]
     miss = [abs(math.log(c / flops)) for c in cost]
     return depths[int(np.argmin(miss))]
-
-
-# ---------------------------------------------------------------------------------------------
-# The isoFLOP sweep: plan it, run it, resume it
-# ---------------------------------------------------------------------------------------------
-
-SWEEP_CSV = "sweep.csv"  # one row per finished run, inside the sweep's directory
-SWEEP_CONFIG = "sweep.json"  # the base configuration the rows were trained with
-# Fields of TrainConfig that the plan sets per run (or that do not change the trajectory):
-# they may differ between the base config of a sweep and the one it is resumed with.
-PER_RUN_FIELDS = {"depth", "target_flops", "num_steps", "tokens_per_param"}
-
-
-class SweepPlanError(ValueError):
-    """An isoFLOP plan that cannot run as asked; the message says what to change."""
-
-
-def run_name(budget: float, depth: int) -> str:
-    """The folder of one sweep run inside the sweep directory, e.g. `b1.00e+12_d03`."""
-    return f"b{budget:.2e}_d{depth:02d}"
-
-
-def _eval_count(num_steps: int, eval_every: int) -> int:
-    """How many times train() evaluates a run: at step 0, every eval_every steps, at the end."""
-    between = (num_steps - 1) // eval_every if eval_every else 0
-    return 2 + between
-
-
-def plan_isoflop(
-    base: TrainConfig,
-    budgets: Iterable[float],
-    depths: Iterable[int] | Iterable[Iterable[int]],
-    vocab_size: int,
-    nproc: int = 1,
-    *,
-    flops_per_s: float | Mapping[int, float] | None = None,
-    time_budget_s: float | None = None,
-) -> pd.DataFrame:
-    """The runs of an isoFLOP sweep: for every budget × depth, the model, steps, tokens, FLOPs.
-
-    `depths` is one list for every budget, or one list per budget (in the order of `budgets`),
-    so that each budget can sample the sizes around its own optimum. Each run is `base` with
-    that depth and `target_flops` = budget, planned by `nanolib.train.plan`: steps =
-    round(budget / (flops_per_token × batch_tokens)), tokens = steps × batch_tokens, FLOPs =
-    flops_per_token × tokens, where flops_per_token is `nanolib.model.flops_per_token`
-    (6·N_matmul plus the attention term; forward + backward). So a run's FLOPs miss its budget
-    only by the rounding to whole steps. With `flops_per_s` (achieved FLOP/s, one number or one
-    per depth) each run gets an estimated time `est_s` that includes its evaluations; a plan whose
-    total exceeds `time_budget_s`, or a run that would end inside its LR warmup, raises
-    SweepPlanError. Rows are sorted by budget, then depth.
-    """
-    budgets = [float(b) for b in budgets]
-    depths = list(depths)
-    if depths and all(isinstance(d, Iterable) for d in depths):
-        if len(depths) != len(budgets):
-            raise SweepPlanError(
-                f"{len(depths)} depth lists for {len(budgets)} budgets: give one list per budget, "
-                "or one list for all"
-            )
-        per_budget = [sorted(int(d) for d in ds) for ds in depths]
-    else:
-        per_budget = [sorted(int(d) for d in depths)] * len(budgets)
-    if not budgets or not all(per_budget):
-        raise SweepPlanError(f"an isoFLOP sweep needs budgets and depths; got {budgets} × {depths}")
-    for name, values in (("budget", budgets), *(("depth", ds) for ds in per_budget)):
-        if len(set(values)) != len(values) or min(values) <= 0:
-            raise SweepPlanError(f"{name}s must be positive and distinct; got {values}")
-    pairs = sorted((b, d) for b, ds in zip(budgets, per_budget) for d in ds)
-    rows = []
-    for budget, depth in pairs:
-        cfg = replace(base, depth=depth, target_flops=budget, num_steps=None)
-        row = {"budget": budget, **_plan_row(cfg, vocab_size, nproc)}
-        if row["num_steps"] <= cfg.warmup_steps:
-            raise SweepPlanError(
-                f"budget {budget:.3g} at depth {depth} buys {row['num_steps']} step(s) of "
-                f"{cfg.batch_tokens:,} tokens, which ends inside the {cfg.warmup_steps}-step LR "
-                "warmup: raise the budget, drop the depth, or lower batch_tokens or warmup_steps"
-            )
-        rows.append(row)
-    table = pd.DataFrame(rows)
-    if flops_per_s is None:
-        return table
-    total = _estimate_time(table, flops_per_s)
-    if time_budget_s is not None and total > time_budget_s:
-        per_budget = table.groupby("budget")["est_s"].sum()
-        per_depth = table.groupby("depth")["est_s"].sum()
-        raise SweepPlanError(
-            f"the sweep needs ≈ {total:,.0f} s ({len(table)} runs, "
-            f"{table['flops'].sum():.3g} FLOPs at the measured FLOP/s), over this preset's time "
-            f"budget of {time_budget_s:,.0f} s. The largest budget, {per_budget.index[-1]:.3g}, "
-            f"takes ≈ {per_budget.iloc[-1]:,.0f} s and the deepest depth, {per_depth.index[-1]}, "
-            f"≈ {per_depth.iloc[-1]:,.0f} s: drop one of them or lower the budgets (or use a "
-            "preset with a faster device)"
-        )
-    return table
-
-
-def plan_family(
-    base: TrainConfig,
-    depths: Iterable[int],
-    tokens_per_param: float | Callable[[int], float],
-    vocab_size: int,
-    nproc: int = 1,
-    *,
-    flops_per_s: float | Mapping[int, float] | None = None,
-    time_budget_s: float | None = None,
-) -> pd.DataFrame:
-    """The models `run_family` would train: per depth, the model, steps, tokens and FLOPs.
-
-    The same columns as `plan_isoflop` without `budget`: each model is `base` at that depth
-    trained for tokens_per_param × N_matmul tokens (`tokens_per_param` may be a function of the
-    depth). With `flops_per_s`, `est_s` per model; a family whose total exceeds `time_budget_s`
-    raises SweepPlanError.
-    """
-    members = _family_members(base, depths, tokens_per_param)
-    table = pd.DataFrame([_plan_row(cfg, vocab_size, nproc) for cfg in members])
-    if flops_per_s is None:
-        return table
-    total = _estimate_time(table, flops_per_s)
-    if time_budget_s is not None and total > time_budget_s:
-        raise SweepPlanError(
-            f"the family needs ≈ {total:,.0f} s ({len(table)} models, "
-            f"{table['flops'].sum():.3g} FLOPs at the measured FLOP/s), over this preset's time "
-            f"budget of {time_budget_s:,.0f} s; its deepest model, depth {table['depth'].iloc[-1]}"
-            f", takes ≈ {table['est_s'].iloc[-1]:,.0f} s: drop a depth or train at fewer tokens "
-            "per parameter"
-        )
-    return table
-
-
-def _family_members(
-    base: TrainConfig, depths: Iterable[int], tokens_per_param: float | Callable[[int], float]
-) -> list[TrainConfig]:
-    """`base` at each depth (ascending), trained for tokens_per_param(depth) × N_matmul tokens."""
-    return [
-        replace(
-            base,
-            depth=depth,
-            tokens_per_param=float(
-                tokens_per_param(depth) if callable(tokens_per_param) else tokens_per_param
-            ),
-            num_steps=None,
-            target_flops=None,
-        )
-        for depth in sorted(int(d) for d in depths)
-    ]
-
-
-def _plan_row(cfg: TrainConfig, vocab_size: int, nproc: int) -> dict:
-    """One planned run: its model, N in each convention, steps, tokens, FLOPs, eval FLOPs."""
-    p = plan(cfg, vocab_size, nproc)
-    return {
-        "depth": cfg.depth,
-        "d_model": p.model.d_model,
-        "n_head": p.model.n_head,
-        **{f"n_params_{c}": scaling_params(p.model, c) for c in CONVENTIONS},
-        "flops_per_token": p.flops_per_token,
-        "num_steps": p.num_steps,
-        "tokens": p.tokens,
-        "flops": p.flops,
-        "tokens_per_param": p.tokens_per_param,
-        "eval_flops": _eval_count(p.num_steps, cfg.eval_every)
-        * cfg.eval_tokens
-        * p.flops_per_token
-        / 3,  # a forward pass is about a third of a training step's FLOPs
-    }
-
-
-def _estimate_time(table: pd.DataFrame, flops_per_s: float | Mapping[int, float]) -> float:
-    """Add `est_s` (training + evaluation at the achieved FLOP/s) to a plan; return the total."""
-    rate = table["depth"].map(lambda d: _rate_for(flops_per_s, d))
-    table["est_s"] = (table["flops"] + table["eval_flops"]) / rate
-    return float(table["est_s"].sum())
-
-
-def _rate_for(flops_per_s: float | Mapping[int, float], depth: int) -> float:
-    """The achieved FLOP/s assumed for a depth."""
-    if not isinstance(flops_per_s, Mapping):
-        return float(flops_per_s)
-    if depth not in flops_per_s:
-        raise SweepPlanError(
-            f"no measured FLOP/s for depth {depth}; measured: {sorted(flops_per_s)}"
-        )
-    return float(flops_per_s[depth])
-
-
-def _sweep_config(base: TrainConfig) -> dict:
-    """What every row of a sweep must share: the base config's trajectory fields, the tokenizer."""
-    skip = NOT_TRAJECTORY | PER_RUN_FIELDS
-    config = {k: v for k, v in asdict(base).items() if k not in skip}
-    ranks = Path(base.tokenizer_dir) / RANKS_FILE
-    config["tokenizer_sha256"] = file_hash(ranks) if ranks.exists() else None
-    return config
-
-
-def _check_sweep_config(sweep_dir: Path, base: TrainConfig) -> None:
-    """Record the sweep's base config on first use; refuse to mix rows of two configs."""
-    path = sweep_dir / SWEEP_CONFIG
-    mine = _sweep_config(base)
-    if not path.exists():
-        atomic_write_json(path, mine)
-        return
-    old = read_json(path)
-    changes = [
-        f"{k}: {old.get(k)!r} → {mine.get(k)!r}"
-        for k in sorted(set(old) | set(mine))
-        if old.get(k) != mine.get(k)
-    ]
-    if changes:
-        raise SweepFormatError(
-            f"{sweep_dir} holds a sweep trained with another configuration ({'; '.join(changes)});"
-            f" its rows would not compare with new ones: move {sweep_dir} aside to start afresh, "
-            "or restore the configuration to continue it"
-        )
-
-
-@contextmanager
-def _quiet_training(log_path: Path) -> Iterator[None]:
-    """Inside: a training run logs lines to `log_path` instead of drawing its own progress bar.
-
-    NANOBOOK_LAUNCHED is the flag `nanolib.train.launch` sets for the ranks it starts (someone
-    else shows progress); the sweep shows one bar over its runs.
-    """
-    before = os.environ.get("NANOBOOK_LAUNCHED")
-    os.environ["NANOBOOK_LAUNCHED"] = "1"
-    try:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "a") as log, redirect_stdout(log):
-            yield
-    finally:
-        if before is None:
-            os.environ.pop("NANOBOOK_LAUNCHED", None)
-        else:
-            os.environ["NANOBOOK_LAUNCHED"] = before
-
-
-def _is_done(done: pd.DataFrame, budget: float, depth: int) -> bool:
-    """Whether the sweep CSV already has the row of (budget, depth)."""
-    same = np.isclose(done["budget"].to_numpy(float), budget, rtol=1e-9, atol=0)
-    return bool((same & (done["depth"].to_numpy() == depth)).any())
-
-
-def run_sweep(
-    planned: pd.DataFrame,
-    base: TrainConfig,
-    sweep_dir: str | Path,
-    nproc: int = 1,
-    *,
-    keep_optimizer: bool = False,
-) -> pd.DataFrame:
-    """Train every planned (budget, depth) not yet in `<sweep_dir>/sweep.csv`; return the CSV.
-
-    Each run is `base` with its depth and target_flops, trained by `nanolib.train.launch` (in
-    this process, or torchrun when nproc > 1) into `<sweep_dir>/<run_name>/`, its log in
-    `train.log` there. A row is appended (and fsynced) only after its run finished, so after a
-    kill the rows present are skipped, a run killed mid-way resumes from its last checkpoint,
-    and a run that finished but had no row yet is reported from its checkpoint, not retrained.
-    The optimizer state of a finished run is deleted unless `keep_optimizer`; its weights stay.
-    """
-    from tqdm.auto import tqdm
-
-    sweep_dir = Path(sweep_dir)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    _check_sweep_config(sweep_dir, base)
-    csv_path = sweep_dir / SWEEP_CSV
-    done = read_sweep(csv_path) if csv_path.exists() else pd.DataFrame(columns=["budget", "depth"])
-    todo = [
-        (float(r.budget), int(r.depth))
-        for r in planned.itertuples()
-        if not _is_done(done, float(r.budget), int(r.depth))
-    ]
-    bar = tqdm(
-        total=len(planned), initial=len(planned) - len(todo), desc="isoFLOP sweep", unit="run"
-    )
-    if len(todo) < len(planned):
-        bar.write(f"{len(planned) - len(todo)} of {len(planned)} runs already in {csv_path}")
-    try:
-        for budget, depth in todo:
-            out = sweep_dir / run_name(budget, depth)
-            cfg = replace(base, depth=depth, target_flops=budget, num_steps=None, out_dir=str(out))
-            try:
-                with _quiet_training(out / "train.log"):
-                    summary = launch(cfg, nproc)
-            except BaseException:
-                log = (out / "train.log").read_text(errors="replace").splitlines()
-                bar.write("\n".join([f"run {out.name} failed; the end of its log:", *log[-15:]]))
-                raise
-            model = GPTConfig(**read_json(out / META)["model"])
-            counts = {f"n_params_{c}": scaling_params(model, c) for c in CONVENTIONS}
-            row = {
-                "budget": budget,
-                "depth": depth,
-                **counts,
-                "tokens": summary["tokens"],
-                "flops": summary["flops"],
-                "val_bpb": summary["val_bpb"],
-                "wall_s": round(summary["wall_s"], 3),
-            }
-            append_sweep_row(csv_path, row)
-            if not keep_optimizer:
-                for f in out.glob("optim_*.pt"):
-                    f.unlink()
-            bar.write(
-                f"budget {budget:.3g}, depth {depth}: N_matmul {counts['n_params_matmul']:,}, "
-                f"{summary['tokens']:,} tokens → val {summary['val_bpb']:.4f} bpb "
-                f"({summary['wall_s']:.0f} s)"
-            )
-            bar.update(1)
-    finally:
-        bar.close()
-    return read_sweep(csv_path)
-
-
-MODELS_CSV = "models.csv"  # the family's table, inside its directory (chapter 5 reads it)
-FAMILY_TOKENIZER = "tokenizer"  # the family's tokenizer, copied beside its models
-
-
-def family_tokenizer(family_dir: str | Path) -> Tokenizer:
-    """The tokenizer a family trained with, kept by `run_family` beside its models."""
-    path = Path(family_dir) / FAMILY_TOKENIZER
-    if not (path / RANKS_FILE).exists():
-        raise FileNotFoundError(
-            f"{family_dir} holds no {FAMILY_TOKENIZER}/ (a miniseries made before the family kept "
-            "its tokenizer); re-run chapter 04 (`nanobook run 04 --force`) to rebuild it"
-        )
-    return Tokenizer.load(path)
-
-
-def run_family(
-    base: TrainConfig,
-    depths: Iterable[int],
-    tokens_per_param: float | Callable[[int], float],
-    family_dir: str | Path,
-    nproc: int = 1,
-) -> pd.DataFrame:
-    """Train one model per depth for tokens_per_param × N_matmul tokens; write models.csv.
-
-    Each model is `base` at that depth (`tokens_per_param` may be a function of the depth),
-    trained by `nanolib.train.launch` into `<family_dir>/d<depth>/` — a checkpoint directory
-    that `nanolib.train.load_model` reads. `models.csv` gets one row per finished model:
-    depth, N in each counting convention, tokens, FLOPs, tokens_per_param, val_bpb, wall_s and
-    `checkpoint` (the model's folder, relative to `family_dir`). It is rewritten after every
-    model, and a model already trained is reported from its checkpoint, so a killed run resumes.
-    The tokenizer the family trains with is copied to `<family_dir>/tokenizer/`, so the family
-    is one self-contained artifact (chapter 5 scores its models with it).
-    """
-    family_dir = Path(family_dir)
-    copied = family_dir / FAMILY_TOKENIZER
-    if not (copied / RANKS_FILE).exists() or file_hash(copied / RANKS_FILE) != file_hash(
-        Path(base.tokenizer_dir) / RANKS_FILE
-    ):
-        Tokenizer.load(base.tokenizer_dir).save(copied)
-    base = replace(base, tokenizer_dir=str(copied))
-    rows = []
-    for member in _family_members(base, depths, tokens_per_param):
-        depth, name = member.depth, f"d{member.depth:02d}"
-        cfg = replace(member, out_dir=str(family_dir / name))
-        summary = launch(cfg, nproc)
-        model = GPTConfig(**read_json(family_dir / name / META)["model"])
-        rows.append(
-            {
-                "depth": depth,
-                **{f"n_params_{c}": scaling_params(model, c) for c in CONVENTIONS},
-                "tokens": summary["tokens"],
-                "flops": summary["flops"],
-                "tokens_per_param": summary["tokens_per_param"],
-                "val_bpb": summary["val_bpb"],
-                "wall_s": round(summary["wall_s"], 3),
-                "checkpoint": name,
-            }
-        )
-        atomic_write_text(family_dir / MODELS_CSV, pd.DataFrame(rows).to_csv(index=False))
-    return pd.DataFrame(rows)

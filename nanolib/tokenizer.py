@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import tempfile
@@ -13,7 +14,8 @@ from pathlib import Path
 import rustbpe
 import tiktoken
 
-from nanolib.runs import replace_dir
+from nanolib.files import replace_dir
+from nanolib.runs import make_command, remake_hint
 
 # GPT-2's pre-tokenisation split (Radford et al. 2019, the public `encoder.py`).
 GPT2_SPLIT = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -150,11 +152,14 @@ class Tokenizer:
             f"{base64.b64encode(tok).decode()} {rank}"
             for tok, rank in sorted(self.mergeable_ranks.items(), key=lambda kv: kv[1])
         )
-        (tmp / RANKS_FILE).write_text("\n".join(lines) + "\n")
+        ranks = ("\n".join(lines) + "\n").encode()
+        (tmp / RANKS_FILE).write_bytes(ranks)
         meta = {
             "pattern": self.pattern,
             "special_tokens": list(SPECIAL_TOKENS),
             "vocab_size": self.vocab_size,
+            "ranks_bytes": len(ranks),  # checked on load: a cut or edited file is an error
+            "ranks_sha256": hashlib.sha256(ranks).hexdigest(),
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         replace_dir(tmp, directory)
@@ -168,12 +173,20 @@ class Tokenizer:
         if not ranks_path.exists() or not meta_path.exists():
             raise FileNotFoundError(
                 f"no tokenizer at {directory} (expected {RANKS_FILE} and {META_FILE}); "
-                "run chapter 01 (`nanobook run 01`) to train one"
+                f"run {make_command('tokenizer')} to train one"
             )
         try:
             meta = json.loads(meta_path.read_text())
+            data = ranks_path.read_bytes()
+            if "ranks_bytes" in meta and len(data) != meta["ranks_bytes"]:
+                raise ValueError(
+                    f"{RANKS_FILE} holds {len(data):,} bytes, {META_FILE} recorded "
+                    f"{meta['ranks_bytes']:,}"
+                )
+            if "ranks_sha256" in meta and hashlib.sha256(data).hexdigest() != meta["ranks_sha256"]:
+                raise ValueError(f"{RANKS_FILE} differs from the sha256 {META_FILE} recorded")
             ranks = {}
-            for n, line in enumerate(ranks_path.read_text().splitlines(), start=1):
+            for n, line in enumerate(data.decode().splitlines(), start=1):
                 parts = line.split()
                 if len(parts) != 2:
                     raise ValueError(f"{RANKS_FILE} line {n} is not '<base64> <rank>'")
@@ -182,9 +195,14 @@ class Tokenizer:
             if list(meta["special_tokens"]) != list(SPECIAL_TOKENS):
                 raise ValueError("its special tokens differ from this nanolib's")
             tokenizer = cls(ranks, meta["pattern"])
-        except (ValueError, KeyError, json.JSONDecodeError) as e:
+            if tokenizer.vocab_size != meta["vocab_size"]:
+                raise ValueError(
+                    f"{RANKS_FILE} gives {tokenizer.vocab_size:,} ids, {META_FILE} recorded "
+                    f"{meta['vocab_size']:,}"
+                )
+        except (ValueError, KeyError, TypeError, json.JSONDecodeError) as e:
             raise ValueError(
-                f"corrupt tokenizer at {directory}: {e}; delete it and re-run chapter 01"
+                f"corrupt tokenizer at {directory}: {e}; {remake_hint(directory)}"
             ) from None
         return tokenizer
 

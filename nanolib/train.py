@@ -1,4 +1,4 @@
-"""Pretraining: the plan (horizon, batch), the training loop, checkpoints, and its launcher.
+"""Pretraining: the recipe, the plan (horizon, batch), the training loop, and its launcher.
 
 `train(cfg)` is one straight loop: plan → checks → model and optimizer → resume if a checkpoint
 is there → steps of gradient accumulation with a scheduled LR, periodic bits-per-byte on val,
@@ -6,9 +6,10 @@ checkpoints, metrics → samples. It runs in one process, or in each rank under 
 (`python -m nanolib.train --config <out_dir>/config.json`); `launch(cfg, nproc)` picks which.
 
 Everything a run writes lives in `cfg.out_dir` (a chapter's `checkpoint` artifact):
-`config.json`, `metrics.jsonl` (one JSON line per step), `model_<step>.pt` (weights),
-`optim_<step>.pt` (optimizer and RNG states), `meta.json` (step, data position, model shape —
-written last, so it is the commit point of a checkpoint) and `summary.json`.
+`config.json`, `metrics.jsonl` (one JSON line per step), the checkpoint files of
+`nanolib.checkpoint` (weights, optimizer and RNG states, and `meta.json` with the step, data
+position and model shape) and `summary.json`. `recipe_for(book, preset)` is the pretraining
+recipe a preset sets in book.yml, for every chapter and bench that trains "the book's model".
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ import argparse
 import json
 import math
 import os
-import random
-import re
 import selectors
 import signal
 import subprocess
@@ -27,17 +26,35 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
+from nanolib.checkpoint import (
+    CONFIG,
+    META,
+    METRICS,
+    SUMMARY,
+    load_checkpoint,
+    read_metrics,
+    restore_rng,
+    save_checkpoint,
+)
+from nanolib.config import Book
 from nanolib.data import TokenLoader, get_source, iter_texts
-from nanolib.device import autocast_context, device_name, peak_flops, sync
+from nanolib.device import (
+    autocast_context,
+    check_memory,
+    device_name,
+    peak_flops,
+    pick_device,
+    sync,
+)
+from nanolib.files import atomic_write_json, atomic_write_text, read_json
 from nanolib.model import (
     GPT,
     GPTConfig,
@@ -47,11 +64,9 @@ from nanolib.model import (
     scaling_params,
 )
 from nanolib.optim import build_optimizer
-from nanolib.runs import atomic_write_json, atomic_write_text, pick_device, read_json
+from nanolib.procs import die_with_parent
 from nanolib.tokenizer import Tokenizer
 
-CONFIG, METRICS, META, SUMMARY = "config.json", "metrics.jsonl", "meta.json", "summary.json"
-MEMORY_HEADROOM = 0.9  # plan to use at most this fraction of the memory a device has
 # Fields that change what is reported, not the trajectory: a checkpoint made with other values
 # of these still resumes.
 NOT_TRAJECTORY = {
@@ -68,10 +83,6 @@ NOT_TRAJECTORY = {
 
 class TrainingError(RuntimeError):
     """A training run cannot start or failed; the message says why and what to change."""
-
-
-class InsufficientMemoryError(TrainingError, MemoryError):
-    """The model at this device_batch_size does not fit the device's memory."""
 
 
 @dataclass
@@ -127,6 +138,21 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"{path}: unknown key(s) {sorted(unknown)}; valid: {sorted(known)}")
         return cls(**raw)
+
+
+def recipe_for(book: Book, preset: str, **overrides: Any) -> TrainConfig:
+    """The pretraining recipe a preset sets in book.yml (the `checkpoint` chapter's parameters).
+
+    Output and tokenizer folders are empty unless given; `overrides` replace any field.
+    """
+    params = book.resolve(book.producer_of("checkpoint").slug, preset)
+    base = TrainConfig.from_params(params, out_dir="", tokenizer_dir="")
+    return replace(base, **overrides)
+
+
+def vocab_size_for(book: Book, preset: str) -> int:
+    """The vocabulary size the preset's tokenizer (the `tokenizer` artifact) is trained to."""
+    return int(book.resolve(book.producer_of("tokenizer").slug, preset)["vocab_size"])
 
 
 @dataclass(frozen=True)
@@ -191,48 +217,6 @@ def lr_multiplier(
         frac = left / warmdown_steps
         warmdown = frac + (1 - frac) * final_lr_frac
     return min(warmup, warmdown, 1.0)
-
-
-def available_memory(device: str | torch.device) -> int:
-    """Bytes a run may plan to use: a GPU's total memory, or the host's available RAM."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).total_memory
-    try:
-        import psutil
-
-        return psutil.virtual_memory().available
-    except ImportError:
-        meminfo = Path("/proc/meminfo").read_text()
-        return int(re.search(r"MemAvailable:\s+(\d+) kB", meminfo).group(1)) * 1024
-
-
-def check_memory(
-    model: GPTConfig, device_batch_size: int, device: str, ranks_per_device: int = 1
-) -> int:
-    """Estimated bytes per rank; raise InsufficientMemoryError with a batch size that fits."""
-    dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
-    have = available_memory(device) * MEMORY_HEADROOM / ranks_per_device
-    need = estimate_memory(model, device_batch_size, dtype)
-    if need <= have:
-        return need
-    gib = 2**30
-    smaller = device_batch_size // 2
-    while smaller >= 1 and estimate_memory(model, smaller, dtype) > have:
-        smaller //= 2
-    if smaller >= 1:
-        fits = estimate_memory(model, smaller, dtype) / gib
-        fix = (
-            f"set device_batch_size to {smaller} (≈ {fits:.1f} GiB): batch_tokens stays the same "
-            "through more gradient-accumulation steps"
-        )
-    else:
-        fix = "even device_batch_size=1 does not fit: use a smaller depth or seq_len"
-    raise InsufficientMemoryError(
-        f"the model (n_layer={model.n_layer}, d_model={model.d_model}, seq_len={model.seq_len}) "
-        f"needs ≈ {need / gib:.1f} GiB per rank at device_batch_size={device_batch_size}, but "
-        f"{device} offers ≈ {have / gib:.1f} GiB ({MEMORY_HEADROOM:.0%} of what it has); {fix}"
-    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -320,77 +304,11 @@ def sample_prompts(source: str, n: int, words: int = 8, pool: int = 200) -> list
     return prompts
 
 
-# ------------------------------------------------------------------------------------------------
-# checkpoints
-
-
-def _ckpt_files(out: Path, step: int) -> tuple[Path, Path]:
-    return out / f"model_{step:06d}.pt", out / f"optim_{step:06d}.pt"
-
-
-def _torch_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def save_checkpoint(out: Path, step: int, model: GPT, optimizer: Any, meta: dict) -> None:
-    """Weights, optimizer + RNG, then meta.json (the commit point); older checkpoints go."""
-    model_path, optim_path = _ckpt_files(out, step)
-    _torch_save(model.state_dict(), model_path)
-    rng = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-    }
-    _torch_save({"optimizer": optimizer.state_dict(), "rng": rng}, optim_path)
-    atomic_write_json(out / META, {**meta, "step": step})
-    for old in [*out.glob("model_*.pt"), *out.glob("optim_*.pt")]:
-        if old not in (model_path, optim_path):
-            old.unlink(missing_ok=True)
-
-
-def load_model(out_dir: str | Path, device: str = "cpu") -> tuple[GPT, dict]:
-    """The GPT of a checkpoint directory (a `checkpoint` artifact) and its meta.json."""
-    out = Path(out_dir)
-    if not (out / META).exists():
-        raise FileNotFoundError(
-            f"no checkpoint in {out} (no {META}); run chapter 03 (`nanobook run 03`) to train one"
-        )
-    meta = read_json(out / META)
-    model = GPT(GPTConfig(**meta["model"]))
-    state = torch.load(_ckpt_files(out, meta["step"])[0], map_location=device, weights_only=True)
-    model.load_state_dict(state)
-    return model.to(device).eval(), meta
-
-
-def _restore_rng(rng: dict) -> None:
-    random.setstate(rng["python"])
-    np.random.set_state(rng["numpy"])
-    torch.set_rng_state(rng["torch"])
-    if rng.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
-
-
 def _config_changes(old: dict, new: dict) -> list[str]:
     keys = (set(old) | set(new)) - NOT_TRAJECTORY
     return [
         f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in sorted(keys) if old.get(k) != new.get(k)
     ]
-
-
-def read_metrics(out_dir: str | Path) -> list[dict]:
-    """The JSON lines of a run's metrics.jsonl (empty if there are none yet)."""
-    path = Path(out_dir) / METRICS
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -417,8 +335,25 @@ def _prepare(cfg: TrainConfig, world_size: int) -> tuple[Tokenizer, Plan]:
     return tokenizer, plan(cfg, tokenizer.vocab_size, world_size)
 
 
-def train(cfg: TrainConfig) -> dict[str, Any] | None:
-    """Pretrain (or resume, or just report a finished run); rank 0 returns the run's summary."""
+def _check_memory(cfg: TrainConfig, model: GPTConfig, device: str, ranks_per_device: int) -> int:
+    """Estimated bytes per rank; InsufficientMemoryError naming a device_batch_size that fits."""
+    dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    return check_memory(
+        lambda rows: estimate_memory(model, rows, dtype),
+        cfg.device_batch_size,
+        device,
+        ranks_per_device,
+        what=f"the model (n_layer={model.n_layer}, d_model={model.d_model}, "
+        f"seq_len={model.seq_len})",
+    )
+
+
+def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any] | None:
+    """Pretrain (or resume, or just report a finished run); rank 0 returns the run's summary.
+
+    With `progress` rank 0 draws a progress bar; without, it prints plain lines (for a launcher
+    or a sweep that shows progress itself).
+    """
     ddp = dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if ddp else (0, 1)
     master = rank == 0
@@ -431,7 +366,7 @@ def train(cfg: TrainConfig) -> dict[str, Any] | None:
     # Checks first: bad input fails here, before anything in out_dir is touched.
     tokenizer, p = _prepare(cfg, world)
     ranks_here = 1 if "cuda" in device else int(os.environ.get("LOCAL_WORLD_SIZE", world))
-    check_memory(p.model, cfg.device_batch_size, device, ranks_here)
+    _check_memory(cfg, p.model, device, ranks_here)
     train_loader = TokenLoader(
         tokenizer,
         cfg.data,
@@ -480,12 +415,10 @@ def train(cfg: TrainConfig) -> dict[str, Any] | None:
             resume["timed_tokens"],
             resume["timed_s"],
         )
-        model_path, optim_path = _ckpt_files(out, step)
-        raw.load_state_dict(torch.load(model_path, map_location=device, weights_only=True))
-        # to the CPU: RNG states must stay there; the optimizer moves its state to its parameters
-        state = torch.load(optim_path, map_location="cpu", weights_only=False)
+        model_state, state, _ = load_checkpoint(out, device, step)
+        raw.load_state_dict(model_state)
         optimizer.load_state_dict(state["optimizer"])
-        _restore_rng(state["rng"])
+        restore_rng(state["rng"])
         train_loader.load_state_dict(resume["loader"])
     it = iter(train_loader)
     consumed = train_loader.state_dict()  # the data position after the last batch trained on
@@ -509,7 +442,7 @@ def train(cfg: TrainConfig) -> dict[str, Any] | None:
     peak = peak_flops(device_name(device), torch.bfloat16 if "cuda" in device else torch.float32)
     from tqdm.auto import tqdm
 
-    show_bar = master and not os.environ.get("NANOBOOK_LAUNCHED")
+    show_bar = master and progress
     bar = tqdm(
         total=p.num_steps, initial=step, desc="pretraining", unit="step", disable=not show_bar
     )
@@ -632,7 +565,10 @@ def train(cfg: TrainConfig) -> dict[str, Any] | None:
 
 
 def torchrun_command(config_path: str | Path, nproc: int, log_dir: str | Path) -> list[str]:
-    """The torchrun command line that trains a saved config on nproc local ranks."""
+    """The torchrun command line that trains a saved config on nproc local ranks.
+
+    The ranks draw no progress bar (`--no-progress`): the launcher follows metrics.jsonl instead.
+    """
     exe = Path(sys.executable).with_name("torchrun")
     head = [str(exe)] if exe.exists() else [sys.executable, "-m", "torch.distributed.run"]
     return [
@@ -646,13 +582,17 @@ def torchrun_command(config_path: str | Path, nproc: int, log_dir: str | Path) -
         "nanolib.train",
         "--config",
         str(config_path),
+        "--no-progress",
     ]
 
 
-def launch(cfg: TrainConfig, nproc: int = 1) -> dict[str, Any]:
-    """Train in this process (nproc = 1) or under torchrun on nproc ranks; return the summary."""
+def launch(cfg: TrainConfig, nproc: int = 1, *, progress: bool = True) -> dict[str, Any]:
+    """Train in this process (nproc = 1) or under torchrun on nproc ranks; return the summary.
+
+    With `progress` a progress bar follows the run; without, its lines are printed plainly.
+    """
     if nproc == 1:
-        return train(cfg)
+        return train(cfg, progress=progress)
     _, p = _prepare(cfg, nproc)  # fail here, in the notebook, on what can be checked here
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -660,15 +600,22 @@ def launch(cfg: TrainConfig, nproc: int = 1) -> dict[str, Any]:
     log_dir = Path(tempfile.mkdtemp(dir=out, prefix="torchrun-logs-"))
     cmd = torchrun_command(out / CONFIG, nproc, log_dir)
     print("$", " ".join(cmd), flush=True)
-    env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "NANOBOOK_LAUNCHED": "1"}
+    env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ}
     env["PYTHONUNBUFFERED"] = "1"  # rank 0's lines reach the notebook as they are printed
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    proc = subprocess.Popen(  # torchrun (and its ranks) stop when this process dies
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+        preexec_fn=die_with_parent,
     )
     from tqdm.auto import tqdm
 
     tail: list[str] = []  # torchrun's own lines, shown if a rank fails
-    bar = tqdm(total=p.num_steps, desc=f"pretraining on {nproc} ranks", unit="step")
+    bar = tqdm(
+        total=p.num_steps, desc=f"pretraining on {nproc} ranks", unit="step", disable=not progress
+    )
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)
     try:
@@ -730,6 +677,7 @@ def main(argv: list[str] | None = None) -> None:
 
     ap = argparse.ArgumentParser(description="Pretrain a GPT from a saved TrainConfig.")
     ap.add_argument("--config", required=True, help="a config.json written by TrainConfig.save")
+    ap.add_argument("--no-progress", action="store_true", help="plain lines, no progress bar")
     args = ap.parse_args(argv)
     cfg = TrainConfig.load(args.config)
     if int(os.environ.get("WORLD_SIZE", 1)) > 1:
@@ -737,7 +685,8 @@ def main(argv: list[str] | None = None) -> None:
         if cuda:
             torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
         dist.init_process_group(backend="nccl" if cuda else "gloo")
-    record(train)(cfg)  # on an exception torchrun gets the traceback in the rank's error file
+    # on an exception torchrun gets the traceback in the rank's error file
+    record(train)(cfg, progress=not args.no_progress)
     if dist.is_initialized():
         dist.barrier()  # without it a rank may tear down while another still talks (SIGABRT)
         dist.destroy_process_group()

@@ -89,7 +89,7 @@ print(run.summary())
 # %%
 import plotly.express as px
 
-xs = list(range(run.points))
+xs = list(range(run.p.points))
 px.line(x=xs, y=[x * x for x in xs], title="x squared", labels={"x": "x", "y": "x²"})
 
 # %% [markdown]
@@ -101,7 +101,7 @@ import ipywidgets as widgets
 widgets.IntSlider(value=3, min=0, max=10, description="depth")
 
 # %%
-run.finish(headline={"points": run.points, "last_y": float(xs[-1] ** 2)}, flops=1.5e9)
+run.finish(headline={"points": run.p.points, "last_y": float(xs[-1] ** 2)}, flops=1.5e9)
 """,
     "02_results": """
 # %% [markdown]
@@ -116,10 +116,10 @@ run_dir = None
 from nanolib.runs import start_chapter
 
 run = start_chapter("02_results", preset, globals())
-print(f"scale = {run.scale}")
+print(f"scale = {run.p.scale}")
 
 # %%
-run.finish(headline={"val_bpb": 1.2345678 * run.scale}, flops=2.0e10)
+run.finish(headline={"val_bpb": 1.2345678 * run.p.scale}, flops=2.0e10)
 """,
     "03_broken": """
 # %% [markdown]

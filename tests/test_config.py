@@ -89,6 +89,52 @@ def test_malformed_yaml(book_copy):
         (lambda r: r["chapters"][0]["params"].pop("seed"), "parameters cell of 01_tokenizer.py"),
         (lambda r: r.update(render_preset="huge"), "render_preset 'huge' is not a preset"),
         (lambda r: r.pop("presets"), r"missing key\(s\) \['presets'\]"),
+        # ranges, declared once in nanolib.config.RANGES
+        (
+            lambda r: r["presets"]["smoke"]["chapters"]["01_tokenizer"].update(vocab_size=-512),
+            "preset 'smoke' chapter 01_tokenizer: parameter 'vocab_size' must be ≥ 265, got -512",
+        ),
+        (
+            lambda r: r["chapters"][0]["params"].update(vocab_size=100),
+            r"chapters\[0\] \(01_tokenizer\) default: parameter 'vocab_size' must be ≥ 265",
+        ),
+        (
+            lambda r: r["presets"]["tiny"].update(chapters={"02_model": {"depth": 0}}),
+            "preset 'tiny' chapter 02_model: parameter 'depth' must be ≥ 1, got 0",
+        ),
+        (
+            lambda r: r["presets"]["tiny"].update(chapters={"02_model": {"depths": [2, 0]}}),
+            r"parameter 'depths' must be ≥ 1, got \[2, 0\]",
+        ),
+        (
+            lambda r: r["presets"]["tiny"].update(chapters={"05_core": {"mfu": 1.5}}),
+            r"parameter 'mfu' must be in \(0, 1\], got 1.5",
+        ),
+        # types of the book's own keys
+        (
+            lambda r: r["presets"]["d12"].update(nproc="two"),
+            r"preset 'd12': 'nproc' must be a whole number ≥ 1 \(processes\), got 'two'",
+        ),
+        (
+            lambda r: r["chapters"][1].update(timeout_s="fifteen"),
+            r"chapters\[1\]: 'timeout_s' must be a whole number ≥ 1 \(seconds\), got 'fifteen'",
+        ),
+        (
+            lambda r: r.update(cell_timeout_s="long"),
+            r"book.yml: 'cell_timeout_s' must be a whole number ≥ 1 \(seconds\), got 'long'",
+        ),
+        (
+            lambda r: r["presets"]["smoke"].update(chapters=["01_tokenizer", "02_model"]),
+            "preset 'smoke': 'chapters' must be a mapping of chapter slug -> parameter values",
+        ),
+        (
+            lambda r: r["presets"]["smoke"]["chapters"].update({"02_model": [1, 2]}),
+            "preset 'smoke' chapter 02_model: expected a mapping of parameter -> value, got a list",
+        ),
+        (
+            lambda r: r["chapters"][0].update(produces="tokenizer"),
+            r"'produces' must be a list of artifact names, e.g. \[tokenizer\], got 'tokenizer'",
+        ),
     ],
 )
 def test_invalid_book(book_copy, change, message):
@@ -104,6 +150,10 @@ def test_invalid_book(book_copy, change, message):
         (["run", "01", "--preset", "smoke", "-p", "vocab_size", "big"], "must be int"),
         (["run", "01", "--preset", "smoke", "-p", "nope", "1"], "unknown parameter 'nope'"),
         (["build", "--preset", "huge"], "unknown preset 'huge'"),
+        (["run", "03", "--preset", "smoke", "-p", "num_steps", "0"], "'num_steps' must be ≥ 1"),
+        (["run", "01", "--preset", "smoke", "-p", "vocab_size", "-512"], "must be ≥ 265, got -512"),
+        (["run", "02", "--preset", "smoke", "-p", "depth", "0"], "'depth' must be ≥ 1, got 0"),
+        (["params", "01", "--preset", "smoke", "-p", "max_chars", "0"], "'max_chars' must be ≥ 1"),
     ],
 )
 def test_cli_errors_are_one_line(book_copy, capsys, argv, message):
@@ -137,3 +187,56 @@ def test_null_default_takes_its_type_from_the_presets(book_copy):
         BookConfigError, match="'family_tokens_per_param' values of different types"
     ):
         load_book(book_copy / "book.yml")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda r: r["presets"]["d12"].update(nproc="two"),
+        lambda r: r["chapters"][0].update(produces="tokenizer"),
+        lambda r: r["presets"]["smoke"].update(chapters=["01_tokenizer"]),
+    ],
+)
+def test_status_reports_a_bad_book_in_one_line(book_copy, capsys, change):
+    edit_yaml(book_copy / "book.yml", change)
+    assert main(["status", "--preset", "smoke"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("nanobook: error: book.yml")
+
+
+def test_ranges_name_real_parameters():
+    """Every declared range belongs to a parameter of some chapter, and the choices match the
+    registries they mirror."""
+    from nanolib.config import RANGES
+    from nanolib.data import SOURCES
+    from nanolib.tokenizer import SPECIAL_TOKENS
+
+    book = load_book(ROOT / "book.yml")
+    names = {k for ch in book.chapters for k in ch.params}
+    assert set(RANGES) <= names, sorted(set(RANGES) - names)
+    assert RANGES["data"].choices == tuple(SOURCES)
+    assert RANGES["vocab_size"].lo == 256 + len(SPECIAL_TOKENS)
+
+
+def test_params_prints_values_with_their_source(book_copy, capsys):
+    assert main(["params", "01", "--preset", "smoke", "-p", "vocab_size", "1024"]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[2:]}
+    assert rows["vocab_size"][1:4] == ["1024", "override", "(-p)"]
+    assert rows["max_chars"][1:4] == ["200000", "preset", "smoke"]
+    assert rows["seed"][1:5] == ["0", "book.yml", "default", "≥"]
+    assert rows["data"][-2:] == ["tiny,", "fineweb-edu"]
+
+
+@pytest.mark.parametrize("chapter", ["01", "02"])
+def test_papermill_shows_each_parameter_with_its_type(chapter):
+    """`papermill --help-notebook` names a type for every parameter, the one book.yml gives it."""
+    import papermill
+
+    book = load_book(ROOT / "book.yml")
+    ch = book.chapter(chapter)
+    shown = papermill.inspect_notebook(str(ch.notebook))
+    want = {k: type(v).__name__ for k, v in ch.params.items()}
+    want.update(preset="str", run_dir="str")
+    got = {k: p["inferred_type_name"] for k, p in shown.items()}
+    assert got == want
+    assert all(p["help"] for p in shown.values())

@@ -1,4 +1,4 @@
-"""CORE: bundles, prompts, scoring, CORE arithmetic, downloader, GPT-3 calibration, CORE(FLOPs)."""
+"""nanolib.core_eval: bundles, prompts, scoring, CORE arithmetic, the downloader, DDP."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nanolib import core
+from nanolib import core_eval as core
+from nanolib import core_fit
 from nanolib.config import book_root
 from nanolib.model import GPT, GPTConfig
 
@@ -151,7 +152,7 @@ def test_task_table_has_the_22_core_tasks():
     assert changed.keys() == want.keys()
     assert all(changed[k] == pytest.approx(want[k]) for k in want)
     assert {t.delimiter for t in tasks} == {" ", "\nAnswer: "}
-    assert set(core.SIX_TASKS) <= {t.label for t in tasks}
+    assert set(core_fit.SIX_TASKS) <= {t.label for t in tasks}
 
 
 def test_centered_accuracy_and_core_arithmetic():
@@ -468,62 +469,10 @@ def test_evaluate_core_end_to_end_writes_results(tmp_path):
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["core.csv", "core.json"]
 
 
-# ------------------------------------------------------------------------------------------------
-# GPT-3 calibration and CORE vs FLOPs
-
-
-def test_gpt3_estimates_reproduce_nanochat():
-    published = core.load_reference("gpt3_core_nanochat").set_index("model")
-    ours = core.estimate_gpt3_core()
-    assert list(ours) == list(published.index)
-    errors = {m: abs(ours[m] - published.final[m]) for m in ours}
-    assert max(errors.values()) < 0.001  # the issue asks for ±0.01; we get 0.00006
-    cal = core.calibrate_gpt3()
-    table = cal.gpt3.set_index("model")
-    for col in ("simple", "ridge", "piqa_only"):
-        assert np.allclose(table[col], published[col], atol=0.0002), col
-    assert cal.simple == pytest.approx((0.6639, 0.0168), abs=0.0002)
-    assert cal.ridge_intercept == pytest.approx(0.0269, abs=0.0002)
-    published_w = [0.1155, 0.1000, 0.1226, 0.0959, 0.1023, 0.0513]
-    assert list(cal.ridge_weights.values()) == pytest.approx(published_w, abs=0.0006)
-    assert (table.low <= table.final).all() and (table.final <= table.high).all()
-
-
-def miniseries():
-    df = core.load_reference("nanochat_miniseries_v1")
-    return df[df.depth >= 12]
-
-
-def test_fit_core_vs_flops_recovers_nanochat_fit():
-    df = miniseries()
-    a, b = core.fit_core_vs_flops(df.flops_derived, df.core_v1)
-    assert a == pytest.approx(3.7555, abs=0.002) and b == pytest.approx(0.0344, abs=0.00005)
-    a_log, b_log = core.fit_core_vs_flops(df.flops_derived, df.core_v1, space="log")
-    assert a_log == pytest.approx(3.7555, rel=0.02) and b_log == pytest.approx(0.0344, rel=0.02)
-    flops = np.logspace(17, 21, 7)
-    exact = core.core_at_flops(flops, 2.5, 0.03)
-    for space in ("core", "log"):
-        assert core.fit_core_vs_flops(flops, exact, space) == pytest.approx((2.5, 0.03), rel=1e-5)
-    assert core.flops_for_core(core.core_at_flops(3e19, a, b), a, b) == pytest.approx(3e19)
-
-
-def test_extrapolation_table_against_nanochat_and_gpt3():
-    table = core.extrapolation_table(3.7555, 0.0344).set_index("target")
-    assert len(table) == 12
-    assert table.sort_values("core").flops.is_monotonic_increasing
-    row = table.loc["GPT-2 XL"]
-    assert row.flops == pytest.approx(2.9e20, rel=0.05)  # nanochat: 2.9e20, 22.7 h, $546
-    assert row.hours == pytest.approx(row.flops / (8 * 989e12 * 0.40) / 3600)
-    assert row.dollars == pytest.approx(row.hours * 8 * 3.0)
-    gpt3 = core.load_reference("gpt3_models").set_index("model")
-    ratio = table.loc["GPT-3 175B"].flops / gpt3.train_flops["GPT-3 175B"]
-    assert 1.5 < ratio < 2.0  # nanochat's "5.7e23 vs ~3e23"
-
-
 DDP_SCRIPT = """
 import json, sys
 import torch.distributed as dist
-from nanolib import core
+from nanolib import core_eval as core
 
 dist.init_process_group("gloo")
 bundle = core.load_bundle(core.tiny_bundle_dir())

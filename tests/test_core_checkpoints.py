@@ -1,25 +1,10 @@
 import json
 
-import numpy as np
 import pytest
 
-from nanolib import core
+from nanolib import core_eval as core
+from nanolib.checkpoint import META
 from nanolib.model import GPT, GPTConfig
-from nanolib.train import META
-
-
-def test_bootstrap_core_fit_brackets_the_fit():
-    df = core.load_reference("nanochat_miniseries_v1")
-    df = df[df.depth >= 12]
-    fits = core.bootstrap_core_fit(df.flops_derived, df.core_v1, n_boot=50, seed=1)
-    assert fits.shape == (50, 2)
-    again = core.bootstrap_core_fit(df.flops_derived, df.core_v1, n_boot=50, seed=1)
-    assert np.array_equal(fits, again)
-    a, b = core.fit_core_vs_flops(df.flops_derived, df.core_v1)
-    lo, hi = np.percentile(fits[:, 1], [5, 95])
-    assert lo < b < hi
-    with pytest.raises(ValueError, match="three distinct"):
-        core.bootstrap_core_fit([1e18, 1e18, 2e18], [0.1, 0.1, 0.2])
 
 
 def test_evaluate_checkpoints_writes_and_reuses(tmp_path, monkeypatch):

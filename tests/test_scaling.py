@@ -14,16 +14,13 @@ import pytest
 
 from nanolib import scaling
 from nanolib.scaling import (
-    SWEEP_COLUMNS,
     ScalingWarning,
-    SweepFormatError,
-    append_sweep_row,
     approach3_objective,
     depth_for_budget,
     fit_approach3,
     fit_isoflop,
     load_chinchilla,
-    read_sweep,
+    percentile_interval,
 )
 
 # Epoch's estimate (Besiroglu et al. 2024), rounded: the "true" law of the synthetic data.
@@ -226,8 +223,17 @@ def test_isoflop_bootstrap_is_seeded(synthetic):
     lo, hi = first.interval("a")
     assert lo < first.a < hi and hi - lo < 0.1
     assert (first.budgets["tokens_per_param_lo"] <= first.budgets["tokens_per_param_hi"]).all()
+    lo, hi = first.n_opt_interval(1e19)
+    assert lo < first.n_opt(1e19) < hi
     with pytest.raises(ValueError, match="n_bootstrap"):
         fit_isoflop(data, "N", "loss", "budget").interval("a")
+
+
+def test_percentile_interval():
+    assert percentile_interval(range(101)) == pytest.approx((10.0, 90.0))
+    assert percentile_interval([1.0, float("nan"), 3.0], ci=1.0) == (1.0, 3.0)
+    lo, hi = percentile_interval([float("nan")] * 3)
+    assert math.isnan(lo) and math.isnan(hi)
 
 
 def test_isoflop_parabola_passes_near_its_points(synthetic):
@@ -287,92 +293,3 @@ def test_depth_for_budget():
     assert depth_for_budget(1.3e18, depths, params, flops_per_token, lambda c: 20.0) == 10
     assert depth_for_budget(1e30, depths, params, flops_per_token, 20.0) == 20
     assert depth_for_budget(1.0, depths, params, flops_per_token, 20.0) == 4
-
-
-# --- the sweep CSV ----------------------------------------------------------------------------
-
-
-def sweep_row(budget: float = 1e15, depth: int = 4, val_bpb: float = 1.9) -> dict:
-    return {
-        "budget": budget,
-        "depth": depth,
-        "n_params_all": 3_000_000,
-        "n_params_non_embedding": 1_000_000,
-        "n_params_matmul": 2_000_000,
-        "tokens": 50_000_000,
-        "flops": budget * 0.98,
-        "val_bpb": val_bpb,
-        "wall_s": 12.5,
-    }
-
-
-def test_sweep_round_trip(tmp_path):
-    path = tmp_path / "sweep.csv"
-    for depth, bpb in [(4, 1.9), (6, 1.8), (8, 1.85)]:
-        append_sweep_row(path, sweep_row(depth=depth, val_bpb=bpb))
-    df = read_sweep(path)
-    assert list(df.columns) == list(SWEEP_COLUMNS)
-    assert df["depth"].tolist() == [4, 6, 8] and df["val_bpb"].tolist() == [1.9, 1.8, 1.85]
-    assert df["tokens"].dtype == np.int64 and df["flops"].dtype == np.float64
-    assert df["flops"].iloc[0] == 1e15 * 0.98  # full float precision survives the round trip
-
-
-def test_sweep_truncated_last_line_is_dropped(tmp_path):
-    path = tmp_path / "sweep.csv"
-    append_sweep_row(path, sweep_row(depth=4))
-    append_sweep_row(path, sweep_row(depth=6))
-    with path.open("a") as f:
-        f.write("1e+15,8,3000000,100")  # a writer killed mid-line
-    with pytest.warns(ScalingWarning, match="truncated"):
-        assert read_sweep(path)["depth"].tolist() == [4, 6]
-    with pytest.warns(ScalingWarning, match="truncated"):
-        append_sweep_row(path, sweep_row(depth=8))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", ScalingWarning)
-        assert read_sweep(path)["depth"].tolist() == [4, 6, 8]
-
-
-@pytest.mark.parametrize(
-    ("line", "message"),
-    [
-        (
-            "1e15,4,3000000,1000000,2000000,50000000,9.8e14,-1.2,3.0",
-            r"sweep.csv:3: .*'val_bpb'.*positive",
-        ),
-        (
-            "1e15,4,3000000,1000000,2000000,50000000,9.8e14,abc,3.0",
-            r"sweep.csv:3: .*'val_bpb'.*not a number",
-        ),
-        (
-            "1e15,4.5,3000000,1000000,2000000,50000000,9.8e14,1.2,3.0",
-            r"sweep.csv:3: .*'depth'.*integer",
-        ),
-        ("1e15,4,3000000,1000000,2000000,50000000,nan,1.2,3.0", r"sweep.csv:3: .*'flops'.*finite"),
-        ("1e15,4,3000000,1000000", r"sweep.csv:3: 4 fields, expected 9"),
-    ],
-)
-def test_sweep_bad_rows_name_file_and_line(tmp_path, line, message):
-    path = tmp_path / "sweep.csv"
-    append_sweep_row(path, sweep_row())
-    with path.open("a") as f:
-        f.write(line + "\n")
-    with pytest.raises(SweepFormatError, match=message):
-        read_sweep(path)
-
-
-def test_sweep_bad_header_and_bad_row_to_append(tmp_path):
-    path = tmp_path / "sweep.csv"
-    path.write_text("budget,depth,loss\n1e15,4,2.0\n")
-    with pytest.raises(SweepFormatError, match=r"sweep.csv:1: header"):
-        read_sweep(path)
-    with pytest.raises(SweepFormatError, match="header"):
-        append_sweep_row(path, sweep_row())
-    row = sweep_row()
-    del row["wall_s"]
-    with pytest.raises(SweepFormatError, match=r"missing columns \['wall_s'\]"):
-        append_sweep_row(tmp_path / "new.csv", row)
-    with pytest.raises(SweepFormatError, match="'tokens'.*positive"):
-        append_sweep_row(tmp_path / "new.csv", {**sweep_row(), "tokens": 0})
-    assert not (tmp_path / "new.csv").exists()
-    with pytest.raises(FileNotFoundError, match="no sweep CSV"):
-        read_sweep(tmp_path / "missing.csv")

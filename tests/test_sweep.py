@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,19 +22,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from nanolib.checkpoint import load_model, read_metrics
 from nanolib.config import book_root
 from nanolib.data import iter_texts
 from nanolib.model import CONVENTIONS, config_for_depth, flops_per_token, scaling_params
-from nanolib.scaling import (
+from nanolib.scaling import Approach3Fit, Dial, ScalingWarning, fit_isoflop
+from nanolib.sweep import (
     FAMILY_TOKENIZER,
     MODELS_CSV,
+    SWEEP_COLUMNS,
     SWEEP_CSV,
-    Approach3Fit,
-    Dial,
     SweepFormatError,
     SweepPlanError,
+    append_sweep_row,
+    curve_crossings,
+    depths_per_budget,
     family_tokenizer,
-    fit_isoflop,
+    fitted_family_ratio,
     plan_family,
     plan_isoflop,
     read_sweep,
@@ -42,7 +47,7 @@ from nanolib.scaling import (
     run_sweep,
 )
 from nanolib.tokenizer import Tokenizer
-from nanolib.train import TrainConfig, load_model, read_metrics
+from nanolib.train import TrainConfig
 
 from helpers import tiny_config
 
@@ -78,7 +83,7 @@ def sweep_in_subprocess(cfg: TrainConfig, sweep_dir: Path, **env) -> subprocess.
     spec = {"base": cfg.__dict__, "budgets": budgets(cfg), "depths": DEPTHS, "dir": str(sweep_dir)}
     code = (
         "import json, sys\n"
-        "from nanolib.scaling import plan_isoflop, run_sweep\n"
+        "from nanolib.sweep import plan_isoflop, run_sweep\n"
         "from nanolib.train import TrainConfig\n"
         "s = json.loads(sys.argv[1])\n"
         "base = TrainConfig(**s['base'])\n"
@@ -288,7 +293,7 @@ def test_family_writes_models_csv_of_loadable_checkpoints(tokenizer_dir, tmp_pat
     cols = ["depth", *(f"n_params_{c}" for c in CONVENTIONS), "tokens", "flops"]
     pd.testing.assert_frame_equal(planned[cols], family[cols])
     shutil.rmtree(tmp_path / FAMILY_TOKENIZER)  # a family made before it kept its tokenizer
-    with pytest.raises(FileNotFoundError, match="re-run chapter 04"):
+    with pytest.raises(FileNotFoundError, match=r"nanobook run 04 --force"):
         family_tokenizer(tmp_path)
 
 
@@ -333,3 +338,122 @@ def test_approach2_predicted_curve_passes_through_each_vertex():
         assert fit.predicted_curve(r.budget, r.n_opt) == pytest.approx(r.loss_opt, rel=1e-3)
         assert fit.predicted_curve(r.budget, 2 * r.n_opt) > r.loss_opt
     assert fit.loss_opt(1e19) == pytest.approx(2 + 1e19**-0.05, rel=2e-3)
+
+
+# --- the sweep CSV ----------------------------------------------------------------------------
+
+
+def sweep_row(budget: float = 1e15, depth: int = 4, val_bpb: float = 1.9) -> dict:
+    return {
+        "budget": budget,
+        "depth": depth,
+        "n_params_all": 3_000_000,
+        "n_params_non_embedding": 1_000_000,
+        "n_params_matmul": 2_000_000,
+        "tokens": 50_000_000,
+        "flops": budget * 0.98,
+        "val_bpb": val_bpb,
+        "wall_s": 12.5,
+    }
+
+
+def test_sweep_round_trip(tmp_path):
+    path = tmp_path / "sweep.csv"
+    for depth, bpb in [(4, 1.9), (6, 1.8), (8, 1.85)]:
+        append_sweep_row(path, sweep_row(depth=depth, val_bpb=bpb))
+    df = read_sweep(path)
+    assert list(df.columns) == list(SWEEP_COLUMNS)
+    assert df["depth"].tolist() == [4, 6, 8] and df["val_bpb"].tolist() == [1.9, 1.8, 1.85]
+    assert df["tokens"].dtype == np.int64 and df["flops"].dtype == np.float64
+    assert df["flops"].iloc[0] == 1e15 * 0.98  # full float precision survives the round trip
+
+
+def test_sweep_truncated_last_line_is_dropped(tmp_path):
+    path = tmp_path / "sweep.csv"
+    append_sweep_row(path, sweep_row(depth=4))
+    append_sweep_row(path, sweep_row(depth=6))
+    with path.open("a") as f:
+        f.write("1e+15,8,3000000,100")  # a writer killed mid-line
+    with pytest.warns(ScalingWarning, match="truncated"):
+        assert read_sweep(path)["depth"].tolist() == [4, 6]
+    with pytest.warns(ScalingWarning, match="truncated"):
+        append_sweep_row(path, sweep_row(depth=8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ScalingWarning)
+        assert read_sweep(path)["depth"].tolist() == [4, 6, 8]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (
+            "1e15,4,3000000,1000000,2000000,50000000,9.8e14,-1.2,3.0",
+            r"sweep.csv:3: .*'val_bpb'.*positive",
+        ),
+        (
+            "1e15,4,3000000,1000000,2000000,50000000,9.8e14,abc,3.0",
+            r"sweep.csv:3: .*'val_bpb'.*not a number",
+        ),
+        (
+            "1e15,4.5,3000000,1000000,2000000,50000000,9.8e14,1.2,3.0",
+            r"sweep.csv:3: .*'depth'.*integer",
+        ),
+        ("1e15,4,3000000,1000000,2000000,50000000,nan,1.2,3.0", r"sweep.csv:3: .*'flops'.*finite"),
+        ("1e15,4,3000000,1000000", r"sweep.csv:3: 4 fields, expected 9"),
+    ],
+)
+def test_sweep_bad_rows_name_file_and_line(tmp_path, line, message):
+    path = tmp_path / "sweep.csv"
+    append_sweep_row(path, sweep_row())
+    with path.open("a") as f:
+        f.write(line + "\n")
+    with pytest.raises(SweepFormatError, match=message):
+        read_sweep(path)
+
+
+def test_sweep_bad_header_and_bad_row_to_append(tmp_path):
+    path = tmp_path / "sweep.csv"
+    path.write_text("budget,depth,loss\n1e15,4,2.0\n")
+    with pytest.raises(SweepFormatError, match=r"sweep.csv:1: header"):
+        read_sweep(path)
+    with pytest.raises(SweepFormatError, match="header"):
+        append_sweep_row(path, sweep_row())
+    row = sweep_row()
+    del row["wall_s"]
+    with pytest.raises(SweepFormatError, match=r"missing columns \['wall_s'\]"):
+        append_sweep_row(tmp_path / "new.csv", row)
+    with pytest.raises(SweepFormatError, match="'tokens'.*positive"):
+        append_sweep_row(tmp_path / "new.csv", {**sweep_row(), "tokens": 0})
+    assert not (tmp_path / "new.csv").exists()
+    with pytest.raises(FileNotFoundError, match="no sweep CSV"):
+        read_sweep(tmp_path / "missing.csv")
+
+
+def test_curve_crossings_finds_a_bigger_model_dipping_below():
+    flops = np.geomspace(1e9, 1e11, 9)
+    small = pd.DataFrame({"flops": flops, "val_bpb": np.linspace(3.0, 2.0, 9)})
+    stacked = pd.DataFrame({"flops": flops * 3, "val_bpb": np.linspace(2.9, 1.5, 9)})
+    crossing = pd.DataFrame({"flops": flops * 3, "val_bpb": np.linspace(3.5, 1.0, 9)})
+    none = curve_crossings({1: small, 2: stacked.assign(val_bpb=stacked.val_bpb + 1)})
+    assert not none.cross.any() and list(none.index) == ["d2 − d1"]
+    assert curve_crossings({1: small, 2: crossing}).cross.all()
+
+
+def test_fitted_family_ratio_solves_ratio_and_compute_together():
+    n = np.geomspace(1e4, 1e6, 10)
+    dial = Dial(pd.DataFrame({"depth": range(1, 11), "matmul": n, "flops_per_token": 6 * n}))
+
+    class Fit:  # a ratio that grows with compute: D/N = (C / 1e12)^0.1
+        def tokens_per_param(self, flops):
+            return (flops / 1e12) ** 0.1
+
+    ratio = fitted_family_ratio(Fit(), dial, 5, start_flops=1e12)
+    c = 6 * n[4] * ratio * n[4]  # the compute depth 5 spends at that ratio
+    assert ratio == pytest.approx(Fit().tokens_per_param(c), rel=1e-9)
+
+
+def test_depths_per_budget():
+    assert depths_per_budget([1e9, 2e9], [3, 1]) == [[1, 3], [1, 3]]
+    assert depths_per_budget([1e9, 2e9], [[2, 1], [4, 3]]) == [[1, 2], [3, 4]]
+    with pytest.raises(SweepPlanError, match="2 depth lists for 3 budgets"):
+        depths_per_budget([1, 2, 3], [[1], [2]])

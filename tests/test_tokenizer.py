@@ -1,5 +1,6 @@
 """nanolib.tokenizer: training, serving, special tokens, round trips, save/load."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -110,5 +111,38 @@ def test_load_missing_and_corrupt(tok, tmp_path):
         Tokenizer.load(tmp_path / "nothing")
     d = tok.save(tmp_path / "tokenizer")
     (d / "tokenizer.tiktoken").write_text("not base64 and no rank\n")
-    with pytest.raises(ValueError, match="corrupt tokenizer .* re-run chapter 01"):
+    with pytest.raises(ValueError, match="corrupt tokenizer .* re-run the chapter that made it"):
+        Tokenizer.load(d)
+
+
+def cut_at_a_line(path, keep: float = 0.8) -> None:
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[: int(len(lines) * keep)]))
+
+
+def test_a_cut_or_edited_tokenizer_fails_naming_the_command(tok, tmp_path, monkeypatch):
+    monkeypatch.setenv("NANOBOOK_RUNS", str(tmp_path / "runs"))
+    d = tok.save(tmp_path / "runs/smoke/01_tokenizer/tokenizer")
+    ranks = d / "tokenizer.tiktoken"
+    good = ranks.read_bytes()
+    cut_at_a_line(ranks)  # still well-formed lines: only the recorded size tells
+    fix = r"re-run `nanobook run 01 --preset smoke --force`"
+    with pytest.raises(ValueError, match=rf"tokenizer.tiktoken holds [\d,]+ bytes.*{fix}"):
+        Tokenizer.load(d)
+    edited = bytearray(good)
+    edited[10:12] = edited[11:9:-1]  # same size, two bytes swapped
+    ranks.write_bytes(bytes(edited))
+    with pytest.raises(ValueError, match=f"differs from the sha256 tokenizer.json recorded.*{fix}"):
+        Tokenizer.load(d)
+
+
+def test_a_cut_tokenizer_without_recorded_hashes_fails_on_its_vocab_size(tok, tmp_path):
+    d = tok.save(tmp_path / "tokenizer")
+    meta = json.loads((d / "tokenizer.json").read_text())
+    del meta["ranks_bytes"], meta["ranks_sha256"]  # as saved before hashes were recorded
+    (d / "tokenizer.json").write_text(json.dumps(meta))
+    cut_at_a_line(d / "tokenizer.tiktoken")
+    with pytest.raises(
+        ValueError, match=f"gives [\\d,]+ ids, tokenizer.json recorded {tok.vocab_size}"
+    ):
         Tokenizer.load(d)

@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from nanolib import device
 from nanolib import train as T
+from nanolib.checkpoint import load_model, read_metrics
 from nanolib.config import book_root
 from nanolib.data import CorruptShardError
 from nanolib.model import GPT, config_for_depth, estimate_memory
@@ -58,7 +60,7 @@ def run_module(cfg: T.TrainConfig, **env) -> subprocess.CompletedProcess:
 
 
 def losses(out_dir) -> dict[int, float]:
-    return {r["step"]: r["train_loss"] for r in T.read_metrics(out_dir) if "train_loss" in r}
+    return {r["step"]: r["train_loss"] for r in read_metrics(out_dir) if "train_loss" in r}
 
 
 def snapshot(d: Path) -> dict[str, bytes]:
@@ -124,7 +126,7 @@ def test_resume_after_sigkill_gives_the_same_losses(tokenizer_dir, tmp_path):
     a, b = losses(whole.out_dir), losses(broken.out_dir)
     assert sorted(a) == sorted(b) == list(range(1, 11))
     assert max(abs(a[s] - b[s]) for s in a) <= LOSS_TOL
-    val = [[r.get("val_bpb") for r in T.read_metrics(d)] for d in (whole.out_dir, broken.out_dir)]
+    val = [[r.get("val_bpb") for r in read_metrics(d)] for d in (whole.out_dir, broken.out_dir)]
     assert val[0] == pytest.approx(val[1], abs=LOSS_TOL)
     summary = json.loads((tmp_path / "broken" / "summary.json").read_text())
     assert summary["resumed_from"] == 6 and summary["step"] == 10
@@ -140,8 +142,12 @@ def test_finished_run_is_not_trained_again(tokenizer_dir, tmp_path):
     again = T.launch(replace(cfg, eval_tokens=1024))  # reporting options may differ
     assert again["resumed_from"] == 2 and again["val_bpb"] == first["val_bpb"]
     assert len(losses(cfg.out_dir)) == 2
-    model, meta = T.load_model(cfg.out_dir)
+    model, meta = load_model(cfg.out_dir)
     assert meta["step"] == 2 and isinstance(model, GPT)
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint of step 1; steps here: \[2\]"):
+        load_model(cfg.out_dir, step=1)
+    with pytest.raises(FileNotFoundError, match="no checkpoint in"):
+        load_model(Path(cfg.out_dir) / "nothing")
 
 
 def test_torchrun_two_ranks_match_one_process(tokenizer_dir, tmp_path):
@@ -154,7 +160,7 @@ def test_torchrun_two_ranks_match_one_process(tokenizer_dir, tmp_path):
     assert sorted(a) == sorted(b) == list(range(1, 11))
     assert max(abs(a[s] - b[s]) for s in a) <= DDP_TOL
     assert summary["val_bpb"] == pytest.approx(
-        T.read_metrics(one.out_dir)[-1]["val_bpb"], abs=DDP_TOL
+        read_metrics(one.out_dir)[-1]["val_bpb"], abs=DDP_TOL
     )
     assert not list((tmp_path / "two").glob("torchrun-logs-*")), "logs of a good run are removed"
 
@@ -209,11 +215,11 @@ def test_corrupt_shard_is_a_clear_error(finished_run, tmp_path, monkeypatch):
 
 def test_preset_too_big_for_memory_suggests_a_smaller_device_batch(finished_run, monkeypatch):
     cfg, before = finished_run
-    monkeypatch.setattr(T, "available_memory", lambda device: 8 * 2**30)
+    monkeypatch.setattr(device, "available_memory", lambda device: 8 * 2**30)
     big = replace(
         cfg, depth=12, seq_len=1024, head_dim=64, batch_tokens=2**17, device_batch_size=128
     )
-    with pytest.raises(T.InsufficientMemoryError) as info:
+    with pytest.raises(device.InsufficientMemoryError) as info:
         T.train(big)
     msg = str(info.value)
     suggested = int(msg.split("set device_batch_size to ")[1].split()[0])

@@ -38,7 +38,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))  # run as a script from anywhere in the checkout
 
 from nanolib.data import iter_texts  # noqa: E402
-from nanolib.runs import replace_dir  # noqa: E402
+from nanolib.files import replace_dir  # noqa: E402
 
 SEED = 0
 ITEMS = 150  # items per task (fewer where the text does not give that many)

@@ -1,4 +1,4 @@
-"""CORE (DCLM): in-context tasks scored by centred accuracy; GPT-3's CORE estimated from GPT-2.
+"""CORE (DCLM): in-context tasks scored by centred accuracy, evaluated on our checkpoints.
 
 CORE (Li et al. 2024, DataComp-LM) is the mean, over 22 few-shot tasks, of each task's accuracy
 centred on its random baseline: ``(acc − baseline) / (1 − baseline)``, so guessing scores 0 and a
@@ -30,8 +30,8 @@ from the left.
 The 22 CORE tasks, their shots, delimiters and both baseline tables (v1, used by nanochat and
 for the GPT-2/GPT-3 numbers; v2, DCLM's corrected baselines since 2025-09) live in
 ``data/core/core_tasks.csv``; ``data/core/tiny_bundle/`` is a small bundle in the same format made
-from the shipped corpus's held-out text, for the CPU presets. The second half of the module holds
-the GPT-3 calibration (nanochat's method) and the CORE-vs-FLOPs fit and extrapolation.
+from the shipped corpus's held-out text, for the CPU presets. The GPT-3 calibration and the
+CORE-vs-FLOPs fit live in `nanolib.core_fit`.
 """
 
 from __future__ import annotations
@@ -51,19 +51,24 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import yaml
 
+from nanolib.checkpoint import META, load_model
 from nanolib.config import book_root
-from nanolib.data import DownloadError as DownloadError  # re-exported: download_bundle raises it
-from nanolib.data import download_file, sha256_file
 from nanolib.device import autocast_context
+from nanolib.files import DownloadError as DownloadError  # re-exported: download_bundle raises it
+from nanolib.files import (
+    atomic_write_json,
+    atomic_write_text,
+    download_file,
+    replace_dir,
+    sha256_file,
+)
 from nanolib.model import unwrap_model
-from nanolib.runs import atomic_write_json, atomic_write_text, replace_dir
 
 TASK_TYPES = ("multiple_choice", "schema", "language_modeling")
 DEFAULT_DELIMITER = " "
@@ -72,18 +77,8 @@ SHUFFLE_SEED = 1337  # items are shuffled once with this seed before max_per_tas
 EVAL_BUNDLE_URL = "https://karpathy-public.s3.us-west-2.amazonaws.com/eval_bundle.zip"
 TASKS_CSV = "data/core/core_tasks.csv"
 TINY_BUNDLE = "data/core/tiny_bundle"
-REFERENCE_DIR = "data/reference"
 BUNDLE_YAML = "core.yaml"
 META_CSV = "eval_meta_data.csv"
-# The six tasks that CORE and the GPT-3 paper both report in the same regime (nanochat's choice).
-SIX_TASKS = (
-    "hellaswag_zeroshot",
-    "lambada_openai",
-    "hellaswag",
-    "piqa",
-    "arc_easy",
-    "arc_challenge",
-)
 REQUIRED_FIELDS = {
     "multiple_choice": {"query": str, "choices": list, "gold": int},
     "schema": {"context_options": list, "continuation": str, "gold": int},
@@ -291,8 +286,9 @@ def load_bundle(directory: str | Path, labels: Iterable[str] | None = None) -> B
     yaml_path = root / BUNDLE_YAML
     if not yaml_path.is_file():
         raise BundleFormatError(
-            f"{yaml_path} not found: not an eval bundle; run nanolib.core.download_bundle() or "
-            f"`python data/core/make_tiny_bundle.py` for the tiny one"
+            f"{yaml_path} not found: not an eval bundle; run "
+            "nanolib.core_eval.download_bundle() or `python data/core/make_tiny_bundle.py` for "
+            "the tiny one"
         )
     try:
         doc = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
@@ -800,6 +796,7 @@ def write_results(
 
 
 SUMMARY_KEYS = ("core_v1", "core_v2", "items", "seconds", "items_per_s")
+MODELS_CSV = "models.csv"  # the evaluated models' summaries, one row each, beside results
 
 
 def evaluate_checkpoints(
@@ -821,8 +818,6 @@ def evaluate_checkpoints(
     max_per_task, so an interrupted evaluation resumes model by model. The `reused` column says
     which rows were not evaluated this time.
     """
-    from nanolib.train import META, load_model
-
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     out_dir = Path(out_dir)
     rows = []
@@ -860,220 +855,3 @@ def evaluate_checkpoints(
         rows.append({"model": name, **{k: summary[k] for k in SUMMARY_KEYS}, "reused": False})
         del model  # free it before the next one loads
     return pd.DataFrame(rows)
-
-
-# ------------------------------------------------------------------------------------------------
-# GPT-3 calibration (nanochat dev/estimate_gpt3_core.ipynb's method, our code)
-
-
-def load_reference(name: str) -> pd.DataFrame:
-    """A published-numbers table from data/reference/<name>.csv."""
-    return pd.read_csv(book_root() / REFERENCE_DIR / f"{name}.csv")
-
-
-def _centered_six(frame: pd.DataFrame) -> np.ndarray:
-    """Centred accuracies (rows × SIX_TASKS) from accuracies in percent, v1 baselines."""
-    base = {t.label: t.baseline_v1 for t in core_tasks()}
-    b = np.array([base[t] for t in SIX_TASKS])
-    return (frame[list(SIX_TASKS)].to_numpy(float) / 100 - b) / (1 - b)
-
-
-def _r2(y: np.ndarray, pred: np.ndarray) -> float:
-    return float(1 - np.sum((y - pred) ** 2) / np.sum((y - y.mean()) ** 2))
-
-
-def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
-    """Ridge regression with an unpenalised intercept: (weights, intercept)."""
-    xm, ym = x.mean(0), y.mean()
-    xc = x - xm
-    w = np.linalg.solve(xc.T @ xc + alpha * np.eye(x.shape[1]), xc.T @ (y - ym))
-    return w, float(ym - xm @ w)
-
-
-def _predict_both(x2: np.ndarray, y2: np.ndarray, x3: np.ndarray, alpha: float) -> tuple:
-    """Predictions for x3 of the simple and the ridge fit on (x2, y2)."""
-    slope, intercept = np.polyfit(x2.mean(1), y2, 1)
-    w, b = fit_ridge(x2, y2, alpha)
-    return slope * x3.mean(1) + intercept, x3 @ w + b
-
-
-@dataclass(frozen=True)
-class Gpt3Calibration:
-    """The fits from GPT-2 (six centred accuracies → CORE) and GPT-3's estimated CORE per size."""
-
-    simple: tuple[float, float]  # slope, intercept of CORE on the six-task mean
-    simple_r2: float
-    ridge_weights: dict[str, float]
-    ridge_intercept: float
-    ridge_r2: float
-    gpt2: pd.DataFrame  # per GPT-2 model: six-task mean, CORE, both fits' predictions
-    gpt3: (
-        pd.DataFrame
-    )  # per GPT-3 size: six_mean, simple, ridge, piqa_only, final, loo_*, low, high
-
-
-def calibrate_gpt3(calibration: pd.DataFrame | None = None, alpha: float = 0.01) -> Gpt3Calibration:
-    """Fit CORE on GPT-2's six-task scores two ways; GPT-3's CORE is the mean of both fits.
-
-    The band (low, high) spans every alternative: the single-task PIQA fit and the final
-    estimate refitted with each GPT-2 model left out in turn.
-    """
-    df = load_reference("gpt_core_calibration") if calibration is None else calibration
-    g2, g3 = df[df.family == "gpt2"], df[df.family == "gpt3"]
-    x2, y2, x3 = _centered_six(g2), g2.core_v1.to_numpy(float), _centered_six(g3)
-    slope, intercept = np.polyfit(x2.mean(1), y2, 1)
-    w, b = fit_ridge(x2, y2, alpha)
-    simple3, ridge3 = slope * x3.mean(1) + intercept, x3 @ w + b
-    final = (simple3 + ridge3) / 2
-    p = SIX_TASKS.index("piqa")
-    piqa = np.polyval(np.polyfit(x2[:, p], y2, 1), x3[:, p])
-    loo = []
-    for j in range(len(y2)):
-        keep = np.arange(len(y2)) != j
-        s, r = _predict_both(x2[keep], y2[keep], x3, alpha)
-        loo.append((s + r) / 2)
-    loo = np.vstack(loo)
-    spread = np.vstack([simple3, ridge3, piqa, loo])
-    gpt2 = pd.DataFrame(
-        {
-            "model": g2.model.to_numpy(),
-            "six_mean": x2.mean(1),
-            "core": y2,
-            "simple": slope * x2.mean(1) + intercept,
-            "ridge": x2 @ w + b,
-        }
-    )
-    gpt3 = pd.DataFrame(
-        {
-            "model": g3.model.to_numpy(),
-            "params_M": g3.params_M.to_numpy(),
-            "six_mean": x3.mean(1),
-            "simple": simple3,
-            "ridge": ridge3,
-            "piqa_only": piqa,
-            "final": final,
-            "loo_low": loo.min(0),
-            "loo_high": loo.max(0),
-            "low": spread.min(0),
-            "high": spread.max(0),
-        }
-    )
-    return Gpt3Calibration(
-        simple=(float(slope), float(intercept)),
-        simple_r2=_r2(y2, gpt2.simple.to_numpy()),
-        ridge_weights=dict(zip(SIX_TASKS, map(float, w))),
-        ridge_intercept=b,
-        ridge_r2=_r2(y2, gpt2.ridge.to_numpy()),
-        gpt2=gpt2,
-        gpt3=gpt3,
-    )
-
-
-def estimate_gpt3_core() -> dict[str, float]:
-    """Our estimate of each GPT-3 size's CORE (v1), e.g. {"GPT-3 Small": 0.148, …}."""
-    table = calibrate_gpt3().gpt3
-    return dict(zip(table.model, map(float, table.final)))
-
-
-# ------------------------------------------------------------------------------------------------
-# CORE vs training compute
-
-
-def core_at_flops(flops: Any, a: float, b: float) -> Any:
-    """CORE = 1 − a·C^(−b): the saturating power law nanochat fits to its miniseries."""
-    return 1.0 - a * np.asarray(flops, dtype=float) ** (-b)
-
-
-def fit_core_vs_flops(
-    flops: Sequence[float], core: Sequence[float], space: str = "core"
-) -> tuple[float, float]:
-    """Fit CORE = 1 − a·C^(−b); returns (a, b).
-
-    space="log" is the straight line log(1 − CORE) = log a − b·log C. space="core" (default,
-    what nanochat's published fit matches) minimises the squared error in CORE itself: for each
-    b the best a is linear least squares, and b is found by a golden-section search started from
-    the log-space fit.
-    """
-    c, y = np.asarray(flops, dtype=float), np.asarray(core, dtype=float)
-    if np.any(y >= 1) or len(c) < 2:
-        raise ValueError("need at least two points with CORE < 1")
-    slope, intercept = np.polyfit(np.log(c), np.log(1 - y), 1)
-    a, b = float(np.exp(intercept)), float(-slope)
-    if space == "log":
-        return a, b
-    if space != "core":
-        raise ValueError(f"space must be 'core' or 'log', got {space!r}")
-
-    def best_a(bb: float) -> tuple[float, float]:
-        f = c ** (-bb)
-        aa = float(np.sum((1 - y) * f) / np.sum(f * f))
-        return aa, float(np.sum((1 - y - aa * f) ** 2))
-
-    lo, hi = b / 4, b * 4
-    g = (np.sqrt(5) - 1) / 2
-    for _ in range(200):
-        m1, m2 = hi - g * (hi - lo), lo + g * (hi - lo)
-        if best_a(m1)[1] < best_a(m2)[1]:
-            hi = m2
-        else:
-            lo = m1
-    b = (lo + hi) / 2
-    return best_a(b)[0], float(b)
-
-
-def bootstrap_core_fit(
-    flops: Sequence[float], core: Sequence[float], n_boot: int = 500, seed: int = 0
-) -> np.ndarray:
-    """(a, b) of fit_core_vs_flops on n_boot resamples of the points drawn with replacement.
-
-    A resample with fewer than three distinct FLOPs values says nothing about a curve and is
-    drawn again; at least three distinct points are needed.
-    """
-    c, y = np.asarray(flops, dtype=float), np.asarray(core, dtype=float)
-    if len(np.unique(c)) < 3:
-        raise ValueError(f"need at least three distinct FLOPs values, got {len(np.unique(c))}")
-    rng = np.random.default_rng(seed)
-    fits = []
-    while len(fits) < n_boot:
-        i = rng.integers(0, len(c), len(c))
-        if len(np.unique(c[i])) >= 3:
-            fits.append(fit_core_vs_flops(c[i], y[i]))
-    return np.array(fits)
-
-
-def flops_for_core(target: Any, a: float, b: float) -> Any:
-    """Training FLOPs at which 1 − a·C^(−b) reaches target CORE: (a / (1 − target))^(1/b)."""
-    return (a / (1.0 - np.asarray(target, dtype=float))) ** (1.0 / b)
-
-
-def core_targets() -> dict[str, float]:
-    """CORE to reach: GPT-2's four measured scores and our eight GPT-3 estimates."""
-    df = load_reference("gpt_core_calibration")
-    gpt2 = df[df.family == "gpt2"]
-    return {**dict(zip(gpt2.model, map(float, gpt2.core_v1))), **estimate_gpt3_core()}
-
-
-def extrapolation_table(
-    a: float,
-    b: float,
-    targets: Mapping[str, float] | None = None,
-    mfu: float = 0.40,
-    peak_flops: float = 989e12,
-    gpus: int = 8,
-    dollars_per_gpu_hour: float = 3.0,
-) -> pd.DataFrame:
-    """FLOPs, hours on a node of gpus GPUs at mfu, and dollars to reach each target CORE."""
-    targets = core_targets() if targets is None else targets
-    core = np.array(list(targets.values()), dtype=float)
-    flops = flops_for_core(core, a, b)
-    hours = flops / (gpus * peak_flops * mfu) / 3600
-    return pd.DataFrame(
-        {
-            "target": list(targets),
-            "core": core,
-            "flops": flops,
-            "hours": hours,
-            "days": hours / 24,
-            "dollars": hours * gpus * dollars_per_gpu_hour,
-        }
-    )

@@ -1,0 +1,222 @@
+"""Chat evals: categorical (multiple choice by restricted logits), generative (answer checks),
+95% binomial intervals, and ChatCORE.
+
+Categorical: prime the model with the question up to `<|assistant_start|>` and read the logits
+of its next token restricted to the choice letters; the largest wins (no sampling). Generative:
+a completion (written by the engine, with tool use) is checked against the reference, GSM8K's
+way: the number after `####`, commas stripped. ChatCORE is the mean over tasks of the centred
+accuracy (accuracy − baseline) / (1 − baseline), the baseline being random guessing: 1/choices
+for categorical tasks, 0 for generative ones.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from statistics import NormalDist
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from nanolib.chat import messages_of, render_for_completion
+from nanolib.device import autocast_context
+from nanolib.model import unwrap_model
+from nanolib.tasks import extract_answer
+from nanolib.tokenizer import Tokenizer
+
+Record = Mapping[str, Any]
+
+
+def wilson_interval(correct: int, items: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion correct/items."""
+    if not (isinstance(items, int) and items > 0):
+        raise ValueError(f"an interval needs at least one item, got items={items!r}")
+    if not (isinstance(correct, int) and 0 <= correct <= items):
+        raise ValueError(f"correct must be a whole number in 0…{items}, got {correct!r}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    p, n = correct / items, items
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def centered_accuracy(accuracy: float, baseline: float) -> float:
+    """(accuracy − baseline) / (1 − baseline): 0 for random guessing, 1 for perfect."""
+    if not 0 <= baseline < 1:
+        raise ValueError(f"baseline must be in [0, 1), got {baseline}")
+    return (accuracy - baseline) / (1 - baseline)
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """One task's score: totals, the random-guess baseline, and the 95% interval."""
+
+    task: str
+    kind: str  # "categorical" | "generative"
+    items: int
+    correct: int
+    baseline: float
+
+    @property
+    def accuracy(self) -> float:
+        """Share of items answered correctly."""
+        return self.correct / self.items
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        """95% Wilson interval of the accuracy."""
+        return wilson_interval(self.correct, self.items)
+
+    @property
+    def centered(self) -> float:
+        """Centred accuracy: 0 at the baseline, 1 when perfect."""
+        return centered_accuracy(self.accuracy, self.baseline)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A flat dict for metrics, manifests and tables."""
+        low, high = self.interval
+        return {
+            "task": self.task,
+            "kind": self.kind,
+            "items": self.items,
+            "correct": self.correct,
+            "accuracy": self.accuracy,
+            "ci_low": low,
+            "ci_high": high,
+            "baseline": self.baseline,
+            "centered": self.centered,
+        }
+
+
+def chatcore(results: Iterable[EvalResult]) -> float:
+    """ChatCORE: the mean centred accuracy over the tasks."""
+    values = [r.centered for r in results]
+    if not values:
+        raise ValueError("ChatCORE needs at least one task result")
+    return sum(values) / len(values)
+
+
+def _name(records: Sequence[Record], name: str | None) -> str:
+    if name is not None:
+        return name
+    names = {r.get("task") for r in records}
+    return str(names.pop()) if len(names) == 1 else "mixed"
+
+
+# ------------------------------------------------------------------------------------------------
+# categorical
+
+
+def letter_ids(tokenizer: Tokenizer, letters: Sequence[str]) -> list[int]:
+    """The token id of each choice letter; each must be exactly one token."""
+    ids = []
+    for letter in letters:
+        encoded = tokenizer.encode(letter)
+        if len(encoded) != 1:
+            raise ValueError(
+                f"choice letter {letter!r} is {len(encoded)} tokens in this tokenizer, not one; "
+                "categorical eval reads a single next-token logit per choice"
+            )
+        ids.append(encoded[0])
+    return ids
+
+
+def _choices(record: Record) -> tuple[list[str], str]:
+    letters = record.get("letters")
+    if not letters:
+        raise ValueError(f"record of task {record.get('task')!r} has no `letters`: not categorical")
+    answer = record.get("answer")
+    if answer is None:  # fall back to the reference reply itself
+        answer = messages_of(record)[-1]["content"]
+    if answer not in letters:
+        raise ValueError(f"answer {answer!r} is not one of the letters {list(letters)}")
+    return list(letters), answer
+
+
+@torch.inference_mode()
+def categorical_predictions(
+    model: nn.Module, tokenizer: Tokenizer, records: Sequence[Record], batch_size: int = 32
+) -> list[str]:
+    """The letter the model ranks highest for each record (logits restricted to its letters)."""
+    model = unwrap_model(model)
+    seq_len = model.config.seq_len
+    device = next(model.parameters()).device
+    prompts, choices = [], []
+    for record in records:
+        letters, _ = _choices(record)
+        ids = render_for_completion(tokenizer, record)
+        prompts.append(ids[-seq_len:])  # keep the end: the question and <|assistant_start|>
+        choices.append((letters, letter_ids(tokenizer, letters)))
+    predictions = []
+    for start in range(0, len(prompts), batch_size):
+        batch = prompts[start : start + batch_size]
+        width = max(len(p) for p in batch)
+        idx = torch.zeros((len(batch), width), dtype=torch.long)
+        for b, row in enumerate(batch):  # right padding: causal attention never looks ahead
+            idx[b, : len(row)] = torch.tensor(row)
+        with autocast_context(device):
+            logits = model(idx.to(device))
+        last = logits[torch.arange(len(batch)), torch.tensor([len(p) - 1 for p in batch])]
+        for b, (letters, ids) in enumerate(choices[start : start + len(batch)]):
+            scores = last[b, ids].float()
+            predictions.append(letters[int(scores.argmax())])
+    return predictions
+
+
+def evaluate_categorical(
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    records: Sequence[Record],
+    name: str | None = None,
+    batch_size: int = 32,
+) -> EvalResult:
+    """Accuracy of a multiple-choice task; the baseline is the mean of 1/choices."""
+    records = list(records)
+    if not records:
+        raise ValueError("nothing to evaluate: no records")
+    predictions = categorical_predictions(model, tokenizer, records, batch_size)
+    answers = [_choices(r) for r in records]
+    correct = sum(p == answer for p, (_, answer) in zip(predictions, answers))
+    baseline = sum(1 / len(letters) for letters, _ in answers) / len(answers)
+    return EvalResult(_name(records, name), "categorical", len(records), correct, baseline)
+
+
+# ------------------------------------------------------------------------------------------------
+# generative
+
+
+def reference_answer(record: Record) -> str:
+    """The reference number of a GSM8K-style record (its `answer`, else its last `####`)."""
+    if record.get("answer") is not None:
+        return str(record["answer"])
+    content = messages_of(record)[-1]["content"]
+    text = content if isinstance(content, str) else "".join(p["text"] for p in content)
+    answer = extract_answer(text)
+    if answer is None:
+        raise ValueError("the record's last message has no '#### <number>' answer")
+    return answer
+
+
+def answer_is_correct(record: Record, completion: str) -> bool:
+    """GSM8K's rule: the completion's number after `####` equals the reference's."""
+    predicted = extract_answer(completion)
+    return predicted is not None and predicted == reference_answer(record)
+
+
+def evaluate_generative(
+    records: Sequence[Record],
+    complete: Callable[[Record], str],
+    check: Callable[[Record, str], bool] = answer_is_correct,
+    name: str | None = None,
+) -> EvalResult:
+    """Accuracy of a generative task: complete(record) writes a reply, check grades it."""
+    records = list(records)
+    if not records:
+        raise ValueError("nothing to evaluate: no records")
+    correct = sum(bool(check(r, complete(r))) for r in records)
+    return EvalResult(_name(records, name), "generative", len(records), correct, 0.0)

@@ -1,0 +1,36 @@
+"""nanolib.device: the device a preset asks for, memory checks, and cost at an assumed MFU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nanolib import device
+
+
+def test_pick_device():
+    assert device.pick_device("cpu") == "cpu"
+    assert device.pick_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
+            device.pick_device("cuda")
+
+
+def test_gpu_cost_is_flops_over_the_achieved_rate():
+    h100 = device.peak_flops(device.REFERENCE_GPU)
+    assert h100 == 989e12
+    cost = device.gpu_cost(8 * h100 * 0.5 * 3600, gpus=8, mfu=0.5, dollars_per_gpu_hour=2.0)
+    assert cost["hours"] == pytest.approx(1.0)
+    assert cost["gpu_hours"] == pytest.approx(8.0) and cost["dollars"] == pytest.approx(16.0)
+    with pytest.raises(ValueError, match="no published peak"):
+        device.gpu_cost(1e18, gpu="a toaster")
+
+
+def test_check_memory_names_a_batch_that_fits(monkeypatch):
+    monkeypatch.setattr(device, "available_memory", lambda d: 1000)
+    need = lambda rows: 100 * rows  # noqa: E731
+    assert device.check_memory(need, 8, "cpu") == 800
+    with pytest.raises(device.InsufficientMemoryError, match="set device_batch_size to 8"):
+        device.check_memory(need, 32, "cpu", what="a test model")
+    with pytest.raises(device.InsufficientMemoryError, match="even device_batch_size=1"):
+        device.check_memory(lambda rows: 10_000, 4, "cpu")

@@ -1,0 +1,83 @@
+"""`nanobook status` says why a run is not current, in the user's terms."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nanolib.cli import main
+from nanolib.config import load_book
+from nanolib.files import sha256_file as file_hash
+from nanolib.runs import nanolib_hash, run_state
+
+ROOT = Path(__file__).resolve().parent.parent
+BOOK = load_book(ROOT / "book.yml")
+
+
+@pytest.fixture
+def runs(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("NANOBOOK_RUNS", str(tmp_path))
+    return tmp_path / "smoke"
+
+
+def fake_run(runs: Path, slug: str, params: dict, overrides: dict | None = None) -> None:
+    """A finished run of a chapter at smoke, as `nanobook run` leaves it."""
+    d = runs / slug
+    d.mkdir(parents=True)
+    (d / f"{slug}.ipynb").write_text("{}")
+    manifest = {
+        "status": "ok",
+        "params": params,
+        "chapter_hash": file_hash(BOOK.chapter(slug).file),
+        "nanolib_hash": nanolib_hash(),
+        "start": "2026-01-01T00:00:00+00:00",
+        "end": "2026-01-01T00:01:00+00:00",
+    }
+    if overrides is not None:
+        manifest["overrides"] = overrides
+    (d / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_an_override_is_named_as_one(runs, capsys):
+    params = {**BOOK.resolve("02", "smoke"), "depth": 3}
+    fake_run(runs, "02_model", params, overrides={"depth": 3})
+    st = run_state(BOOK, "02", "smoke")
+    assert st.status == "stale" and st.reasons == ("parameters overridden: depth=3",)
+    assert main(["status", "--preset", "smoke"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("02"))
+    assert row.endswith("stale — parameters overridden: depth=3")
+
+
+def test_a_changed_preset_is_named_as_one(runs):
+    params = {**BOOK.resolve("02", "smoke"), "depth": 3}
+    fake_run(runs, "02_model", params, overrides={})
+    st = run_state(BOOK, "02", "smoke")
+    assert st.reasons == ("the preset's parameters changed since the run: depth 3 → 2",)
+
+
+def test_a_failed_first_run_is_failed_not_missing(runs):
+    assert run_state(BOOK, "02", "smoke").status == "missing"
+    runs.mkdir(parents=True)
+    (runs / "02_model.failed.ipynb").write_text("{}")
+    st = run_state(BOOK, "02", "smoke")
+    assert st.status == "failed" and "02_model.failed.ipynb" in st.reasons[0]
+
+
+def test_status_into_a_closed_pipe_is_quiet(runs):
+    status = subprocess.Popen(
+        [sys.executable, "-m", "nanolib.cli", "status", "--preset", "smoke"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        cwd=ROOT,
+    )
+    status.stdout.close()  # like `| head` that has read all it wants before anything is written
+    err = status.stderr.read().decode()
+    status.wait(timeout=60)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert status.returncode == 141
