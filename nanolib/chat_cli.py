@@ -17,6 +17,9 @@ from nanolib.chat_models import KINDS
 COMMANDS = {"/clear": "forget the conversation", "/quit": "leave", "/help": "this list"}
 # How a tool call and its answer show in the terminal: opening and closing marks per event kind.
 MARKS = {"python": ("[python: ", "]"), "output": ("[= ", "]")}
+# Control characters a model may write (an escape sequence could drive the terminal) are shown
+# as \xNN instead; newlines and tabs stay.
+_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)] if c not in (9, 10)}
 
 
 def add_chat_parser(sub: argparse._SubParsersAction) -> None:
@@ -86,7 +89,7 @@ def stream_reply(session: object, text: str, out: TextIO, **knobs: object) -> di
         if event.kind == "end":
             info = event.info or {}
         else:
-            out.write(event.text)
+            out.write(event.text.translate(_CONTROLS))
         out.flush()
     out.write("\n")
     out.flush()
