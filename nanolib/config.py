@@ -109,6 +109,15 @@ RANGES: dict[str, Range] = {
     "max_per_task": AT_LEAST_1,
     "mfu": Range(lo=0, hi=1, lo_open=True),
     "dollars_per_gpu_hour": AT_LEAST_0,
+    # inference
+    "chat_model": Range(choices=("rl", "sft", "base")),  # nanolib.chat_models.KINDS
+    "context_lengths": Range(lo=2),  # a cached step needs at least one token before it
+    "timing_repeats": AT_LEAST_1,
+    "decode_tokens": AT_LEAST_1,
+    "temperatures": POSITIVE,
+    "top_k": AT_LEAST_1,
+    "top_p": Range(lo=0, hi=1, lo_open=True),
+    "max_new_tokens": AT_LEAST_1,
 }
 
 
