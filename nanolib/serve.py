@@ -26,6 +26,8 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import socket
+import sys
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -313,10 +315,20 @@ def build_app(
 def serve(
     engine: Engine, choice: ChatModelChoice, host: str = "127.0.0.1", port: int = 8000
 ) -> int:
-    """Serve the chat until Ctrl-C; 0 when stopped."""
+    """Serve the chat until Ctrl-C; 0 when stopped, 2 when the address cannot be used."""
     import uvicorn
 
     shown = f"[{host}]" if ":" in host else host
+    try:  # a clear line now rather than uvicorn's error after the model is announced
+        with socket.create_server((host, port)):
+            pass
+    except OSError as e:
+        print(
+            f"nanobook: error: cannot listen on {shown}:{port} ({e.strerror or e}); "
+            "pick another --port (or --host)",
+            file=sys.stderr,
+        )
+        return 2
     print(f"nanobook: {choice.describe()}")
     print(f"nanobook: chat at http://{shown}:{port}/ — Ctrl-C to stop", flush=True)
     uvicorn.run(

@@ -22,7 +22,7 @@ from starlette.testclient import TestClient
 
 from nanolib.chat_models import ChatModelChoice
 from nanolib.engine import Engine
-from nanolib.serve import PAGE_DIR, Limits, build_app
+from nanolib.serve import PAGE_DIR, Limits, build_app, serve
 from nanolib.tokenizer import Tokenizer
 
 from helpers import Typist, make_chat_runs
@@ -161,6 +161,14 @@ def test_only_loopback_hosts_and_only_post(client):
     assert client.get("/health", headers={"host": "evil.example"}).status_code == 400
     assert client.get("/chat").status_code == 405
     assert client.get("/nothing").status_code == 404
+
+
+def test_a_port_in_use_is_one_line(tok, capsys):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        assert serve(hostile_engine(tok), CHOICE, port=port) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"cannot listen on 127.0.0.1:{port}" in err[0] and "--port" in err[0]
 
 
 # ------------------------------------------------------------------------------------------------
