@@ -311,6 +311,13 @@ print(
 # checkpoint every `checkpoint_every` steps and at the end, and `summary.json`. If the kernel
 # dies, run the notebook again: the run continues from its last checkpoint, and a finished run is
 # not trained twice. Everything below reads the results back from those files.
+#
+# The run also decides for itself whether `torch.compile` pays (`nanolib.compiling`): it times
+# its first steps eager, compiles the model and Muon's update, times a few compiled steps and
+# keeps the faster mode. Compiling costs tens of seconds once, so a short run does not try. The
+# progress lines say what the first compiled step cost and what was decided; the verdict is kept
+# per machine and model shape under `runs/.cache/`, beside inductor's compiled code, so a re-run
+# decides at once and compiles warm.
 
 # %%
 summary = launch(cfg, run.nproc)
@@ -411,6 +418,9 @@ fig.show()
 # has no entry in the table, so at `tiny` MFU is empty and the FLOP/s is the number to read.
 
 # %%
+compiled = "on" if summary.get("compiled") else "off"
+if summary.get("compile_s"):
+    compiled += f" (its first step took {summary['compile_s']:.0f} s)"
 pd.Series(
     {
         "device": f"{summary['device']} × {summary['world_size']}",
@@ -419,6 +429,8 @@ pd.Series(
         "MFU": f"{summary['mfu']:.1%}"
         if summary["mfu"]
         else "— (no published peak for this device)",
+        "torch.compile": compiled,
+        "precision": "bf16 autocast" if summary.get("bf16") else "fp32",
         "wall time": f"{summary['wall_s']:.0f} s",
     },
     name="throughput",

@@ -81,6 +81,7 @@ from nanolib.data import iter_texts
 from nanolib.device import ASSUMED_MFU, DOLLARS_PER_GPU_HOUR, gpu_cost
 from nanolib.dial_view import DialView
 from nanolib.model import CONVENTIONS
+from nanolib.parallel import side_by_side
 from nanolib.plots import OURS, PUBLISHED, figure, with_interval
 from nanolib.runs import start_chapter
 from nanolib.tokenizer import META_FILE, Tokenizer
@@ -323,9 +324,11 @@ fig.show()
 # the same text: with chapter 1's 4,096 tokens even a one-layer model is mostly embedding and
 # output head, its best size at CPU budgets lies below the smallest depth, and the work per token
 # is dominated by the 4,096-way softmax. Bits per byte do not depend on the tokenizer, so the runs
-# still measure the same thing. And **one CPU thread**: models this small gain little from a
-# second thread, and an OpenMP thread spinning on a core that other processes share can slow
-# training several-fold. The GPU presets use chapter 1's tokenizer and nanochat's dial.
+# still measure the same thing. And **one CPU thread per run, one run per core**: models this
+# small gain little from a second thread, and an OpenMP thread spinning on a core that other
+# processes share can slow training several-fold; the runs are independent, so every core trains
+# one of them at a time (`nanolib.parallel`, one worker process per core — or per GPU on a
+# multi-GPU node). The GPU presets use chapter 1's tokenizer and nanochat's dial.
 
 # %%
 sweep_dir = run.path("sweep")  # this chapter's `sweep` artifact
@@ -387,14 +390,18 @@ planned[[*shown, "flops", "est_s"]].round({"tokens_per_param": 2, "est_s": 1})
 # convention, tokens, FLOPs, final val bits per byte, wall time — only after the run has
 # finished. If the kernel dies, run the notebook again: rows already in the CSV are skipped, a
 # run killed mid-way resumes from its last checkpoint, and nothing is trained twice (the tests
-# kill a sweep with SIGKILL and check exactly that).
+# kill a sweep with SIGKILL and check exactly that). The runs train side by side, as many as
+# there are cores (or GPUs), the longest first, under one progress bar; each run's own lines go
+# to the `train.log` in its folder.
 
 # %%
+workers = side_by_side(run.device, run.nproc)
 t0 = time.perf_counter()
-sweep_runs = sweep.run_sweep(planned, base, sweep_dir, run.nproc)
+sweep_runs = sweep.run_sweep(planned, base, sweep_dir, run.nproc, workers=workers)
 sweep_s = time.perf_counter() - t0
 budgets = sorted(sweep_runs.budget.unique())
 print(f"{len(sweep_runs)} runs in {sweep_dir / sweep.SWEEP_CSV}; this call took {sweep_s:.0f} s")
+print(f"{workers} side by side; the runs' own times add up to {sweep_runs.wall_s.sum():.0f} s")
 sweep_runs.round({"val_bpb": 4, "wall_s": 1})
 
 # %% [markdown]
@@ -667,7 +674,9 @@ family_plan[shown].round({"tokens_per_param": 1, "est_s": 1})
 
 # %%
 t0 = time.perf_counter()
-family = sweep.run_family(family_base, run.p.family_depths, ratio, family_dir, run.nproc)
+family = sweep.run_family(
+    family_base, run.p.family_depths, ratio, family_dir, run.nproc, workers=workers
+)
 print(f"{len(family)} models in {time.perf_counter() - t0:.0f} s → {family_dir / sweep.MODELS_CSV}")
 family.round({"tokens_per_param": 2, "val_bpb": 4, "wall_s": 1})
 
@@ -768,10 +777,10 @@ tested.round(4)
 # faster, and fewer, larger heads were usually faster. nanochat's dial bakes the lessons in:
 # width 64 × depth in heads of 128 channels, the vocabulary padded to a multiple of 64.
 #
-# The rule: **measure tokens per second per shape** before a long run. Here, with the throughput
-# bench at a fixed depth: widths on and off round numbers, and one width cut into different
-# numbers of heads. On a CPU the differences are small and noisy; at the GPU presets the same cell
-# times GPU shapes.
+# The rule: **measure tokens per second per shape** before a long run. Here, with the same
+# measurement as the planner's, at a fixed depth: widths on and off round numbers, and one width
+# cut into different numbers of heads. On a CPU the differences are small and noisy; at the GPU
+# presets the same cell times GPU shapes.
 
 # %%
 shape_rows = []

@@ -44,6 +44,7 @@ from nanolib.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
+from nanolib.compiling import CompileTrial, read_verdict, use_inductor_cache, verdict_key
 from nanolib.config import Book
 from nanolib.data import TokenLoader, get_source, iter_texts
 from nanolib.device import (
@@ -118,7 +119,8 @@ class TrainConfig:
     sample_tokens: int = 64
     seed: int = 0
     device: str = "auto"  # cpu | cuda | auto
-    compile: bool | None = None  # torch.compile; None: on CUDA only
+    compile: bool | None = None  # torch.compile of model and Muon; None: where measured to pay
+    bf16: bool | None = None  # bf16 autocast of the training steps; None: on CUDA only
 
     @classmethod
     def from_params(cls, params: dict[str, Any], **fixed: Any) -> TrainConfig:
@@ -428,8 +430,18 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any] | None:
     consumed = train_loader.state_dict()  # the data position after the last batch trained on
     x, y = next(it)  # reads and verifies the first train shard before anything is written
     position = train_loader.state_dict()
-    compile_model = cfg.compile if cfg.compile is not None else "cuda" in device
-    model = torch.compile(raw) if compile_model else raw
+    bf16 = cfg.bf16 if cfg.bf16 is not None else "cuda" in device
+    use_inductor_cache()
+    key = verdict_key(p.model, cfg.device_batch_size, device, bf16)
+    wanted = cfg.compile
+    if ddp and wanted is None:  # the ranks must agree, so no trial: a stored verdict, else CUDA
+        stored = read_verdict(key)
+        wanted = bool(stored["pays"]) if stored else "cuda" in device
+    trial = CompileTrial(key, p.num_steps - step, wanted)
+    trial_note = trial.start()
+    compiled = torch.compile(raw) if trial.compiled else None
+    model = compiled or raw
+    optimizer.use_compiled(trial.compiled)
     train_model = model
     if ddp:
         ids = [torch.device(device).index] if "cuda" in device else None
@@ -457,7 +469,10 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any] | None:
             f"{cfg.batch_tokens:,} tokens = {p.tokens:,} tokens ({p.tokens_per_param:.2f} per "
             f"param, N = {p.num_params:,}), {p.flops:.3g} FLOPs; {world} rank(s) × "
             f"{p.grad_accum} micro-steps of {cfg.device_batch_size} × {cfg.seq_len} tokens"
+            + (", bf16 autocast" if bf16 else "")
         )
+        if trial_note:
+            say(trial_note)
 
     t_start = time.perf_counter()
     first_step, record = step, {"step": step}
@@ -507,7 +522,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any] | None:
         for micro in range(p.grad_accum):
             skip_sync = ddp and micro < p.grad_accum - 1  # all-reduce gradients once per step
             with train_model.no_sync() if skip_sync else nullcontext():
-                with autocast_context(device):
+                with autocast_context(device, bf16):
                     loss = train_model(x, y)
                 (loss / p.grad_accum).backward()
             stats[0] += loss.detach().double()
@@ -522,8 +537,16 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any] | None:
         train_loss = stats[0].item() / (p.grad_accum * world)
         dt = time.perf_counter() - t0
         step += 1
-        if step > 1:  # the first step pays for warm-up and compilation: not throughput
+        compiling = trial.compiled and trial.compile_s is None
+        if step > 1 and not compiling:  # warm-up and compilation are not throughput
             timed_tokens, timed_s = timed_tokens + cfg.batch_tokens, timed_s + dt
+        note = trial.record(dt)
+        if note and master:
+            say(note)
+        if trial.compiled != optimizer.muon.compiled:  # the trial switched modes (no DDP here)
+            compiled = compiled or torch.compile(raw)
+            model = train_model = compiled if trial.compiled else raw
+            optimizer.use_compiled(trial.compiled)
         tokens_per_s = cfg.batch_tokens / dt
         record = {
             "step": step,
@@ -557,6 +580,9 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any] | None:
         "wall_s": wall_before + time.perf_counter() - t_start,
         "device": device_name(device),
         "world_size": world,
+        "compiled": trial.compiled,  # torch.compile at the end of the run (model and Muon)
+        "compile_s": trial.compile_s,  # the first compiled step, compilation included
+        "bf16": bf16,
         "resumed_from": first_step if resume else None,
         "samples": sample_texts(raw, tokenizer, prompts, cfg.sample_tokens, cfg.seed),
     }

@@ -37,6 +37,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))  # run as a script from anywhere in the checkout
 
+from nanolib.core_eval import write_bundle_manifest  # noqa: E402
 from nanolib.data import iter_texts  # noqa: E402
 from nanolib.files import replace_dir  # noqa: E402
 
@@ -372,6 +373,7 @@ def build(out: Path, seed: int = SEED) -> dict[str, int]:
         path.write_text("".join(json.dumps(it, ensure_ascii=False) + "\n" for it in items))
     (tmp / "core.yaml").write_text(core_yaml())
     (tmp / "eval_meta_data.csv").write_text(meta_csv(counts))
+    write_bundle_manifest(tmp)  # load_bundle checks every file against it
     replace_dir(tmp, out)
     return counts
 
