@@ -561,18 +561,19 @@ for i, message in enumerate(p.chat_prompts):
     t0 = time.perf_counter()
     events = list(session.reply(message, p.max_new_tokens, 0.6, top_k=50, seed=p.seed + i))
     info, seconds = events[-1].info, time.perf_counter() - t0
-    reply = {"says": shown(events), "tokens": info["tokens"], "seconds": round(seconds, 2)}
-    transcript += [{"who": "user", "says": message}, {"who": choice.kind, **reply}]
+    transcript.append(
+        {"user": message, choice.kind: shown(events), "tokens": info["tokens"], "seconds": seconds}
+    )
     run.log(event="chat", turn=i, **info)
 style = {"white-space": "pre-wrap", "text-align": "left"}
-escape_table(pd.DataFrame(transcript)).format(na_rep="", escape="html").set_properties(**style)
+escape_table(pd.DataFrame(transcript)).format(precision=2, escape="html").set_properties(**style)
 
 # %% [markdown]
 # The same conversation, live, is one command away. In a terminal (tokens appear as they are
 # sampled; `/clear` starts over, `/quit` leaves):
 #
 # ```
-# nanobook chat --preset tiny                  # the best model there is
+# nanobook chat --preset tiny                  # the best model at tiny
 # nanobook chat --preset tiny --model base -p "Once upon a time"
 # ```
 #
