@@ -467,8 +467,9 @@ escape_table(pd.DataFrame(summary["samples"])).set_properties(
 # A checkpoint is the weights, the optimizer state (Muon's momenta, Adam's moments and step
 # counts), the random-number states and the loader position (`source`: where the stage's data
 # stands), written to temporary names and renamed; `meta.json` is written last, so a run killed
-# mid-save still has its previous complete checkpoint. The tests kill a run with SIGKILL, resume it, and require the same loss at every
-# step as a run that was never interrupted. Chapters 5–8 load the weights from here.
+# mid-save still has its previous complete checkpoint. The tests kill a run with SIGKILL, resume
+# it, and require the same loss at every step as a run that was never interrupted. Chapters 5–8
+# load the weights from here.
 
 # %%
 meta = read_meta(out_dir)

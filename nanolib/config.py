@@ -120,14 +120,18 @@ RANGES: dict[str, Range] = {
     "task": Range(choices=("tiny_arithmetic", "gsm8k")),  # generative tasks with an answer
     "num_epochs": POSITIVE,
     "problems_per_step": AT_LEAST_1,
-    "max_new_tokens": AT_LEAST_1,
-    "temperature": POSITIVE,
     "top_k": AT_LEAST_1,
-    "lr_frac": AT_LEAST_0,
     "eval_problems": AT_LEAST_0,
     "eval_samples": AT_LEAST_0,
     "survey_problems": AT_LEAST_1,
     "demo_steps": AT_LEAST_1,
+    # inference
+    "chat_model": Range(choices=("rl", "sft", "base")),  # nanolib.chat_models.KINDS
+    "context_lengths": Range(lo=2),  # a cached step needs at least one token before it
+    "timing_repeats": AT_LEAST_1,
+    "decode_tokens": AT_LEAST_1,
+    "temperatures": POSITIVE,
+    "top_p": Range(lo=0, hi=1, lo_open=True),
 }
 
 

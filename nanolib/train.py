@@ -31,6 +31,7 @@ from nanolib.compiling import verdict_key
 from nanolib.config import Book
 from nanolib.data import TokenLoader, get_source, iter_texts
 from nanolib.device import autocast_context, check_memory, device_name, peak_flops
+from nanolib.engine import Engine
 from nanolib.files import atomic_write_json, read_json
 from nanolib.loop import (
     Batch,
@@ -253,15 +254,18 @@ def sample_texts(
     temperature: float = 0.8,
     top_k: int = 50,
 ) -> list[dict[str, str]]:
-    """Continue each prompt (after a BOS) with sampled tokens; prompt and completion as text."""
-    device = next(model.parameters()).device
+    """Continue each prompt (after a BOS) with sampled tokens, until a <|bos|> (a new document)
+    or max_new_tokens or the model's context is full; prompt and completion as text."""
+    engine = Engine(model, tokenizer, tools={})  # plain text: no tool is ever run
     out = []
     for i, prompt in enumerate(prompts):
         ids = tokenizer.encode(prompt, prepend=tokenizer.bos_id)
-        idx = torch.tensor([ids], device=device)
-        with autocast_context(device):
-            full = model.generate(idx, max_new_tokens, temperature, top_k, seed=seed + i)
-        out.append({"prompt": prompt, "completion": tokenizer.decode(full[0, len(ids) :].tolist())})
+        room = min(max_new_tokens, model.config.seq_len - len(ids))
+        gen = engine.generate(
+            ids, 1, room, temperature, top_k, seed=seed + i, stop_tokens=[tokenizer.bos_id]
+        )
+        tokens = gen.tokens[0][:-1] if gen.stopped[0] else gen.tokens[0]
+        out.append({"prompt": prompt, "completion": tokenizer.decode(tokens)})
     return out
 
 
