@@ -336,7 +336,8 @@ def run_loop(
             if note and master:
                 say(note)
             if trial.compiled != running_compiled:  # the trial switched modes
-                compiled = compiled or torch.compile(model)
+                if compiled is None:  # a module's truth value is not defined: test for None
+                    compiled = torch.compile(model)
                 train_model = compiled if trial.compiled else model  # no DDP: trials run alone
                 _use_compiled(optimizer, trial.compiled)
                 running_compiled = trial.compiled
