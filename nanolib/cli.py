@@ -1,4 +1,4 @@
-"""`nanobook`: run chapters, build the book, show what runs/ holds."""
+"""`nanobook`: run chapters, build the book, show what runs/ holds, chat with a model."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import time
 
 import yaml
 
+from nanolib.chat_cli import add_chat_parser
 from nanolib.config import BookConfigError, load_book
 from nanolib.procs import AlreadyRunningError, Interrupted, raise_on_signals
-from nanolib.runs import ArtifactMissingError, run_state
+from nanolib.runs import ArtifactCorruptError, ArtifactMissingError, run_state
 
 
 def _parse_overrides(pairs: list[list[str]] | None) -> dict:
@@ -55,6 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             force=args.force,
             log_output=args.log_output,
         )
+        getattr(args, "executions", []).append((ch, res))  # `make` tabulates them
         if res.action == "skipped":
             print(f"nanobook: chapter {ch.number} is up to date, not executed ({res.run_dir})")
         else:
@@ -76,10 +78,27 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_make(args: argparse.Namespace) -> int:
-    """Execute every chapter whose run is missing or stale, then build the book."""
-    args.chapters, args.param, args.force = ["all"], None, False
+    """Execute every chapter whose run is missing or stale, build the book, print the times."""
+    args.chapters, args.param, args.force, args.executions = ["all"], None, False, []
     cmd_run(args)
-    return cmd_build(args)
+    rc = cmd_build(args)
+    print(times_table(args.executions))
+    return rc
+
+
+def times_table(executions: list) -> str:
+    """Each chapter's wall time in this make (up-to-date ones took none), and the total."""
+    rows = [
+        (
+            f"{ch.number} {ch.title}",
+            "up to date" if res.action == "skipped" else f"{res.wall_time_s:,.1f} s",
+        )
+        for ch, res in executions
+    ]
+    total = sum(res.wall_time_s for _, res in executions if res.action != "skipped")
+    rows.append(("total", f"{total:,.1f} s ({total / 60:.1f} min)"))
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {took:>18}" for name, took in rows)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -149,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="show each chapter's run state")
     s.add_argument("--preset", default=None)
     s.set_defaults(func=cmd_status)
+
+    add_chat_parser(sub)
     return p
 
 
@@ -162,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         rc = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, not at exit
         return rc
-    except (BookConfigError, ArtifactMissingError) as e:
+    except (BookConfigError, ArtifactMissingError, ArtifactCorruptError) as e:
         print(f"nanobook: error: {e}", file=sys.stderr)
         return 2
     except AlreadyRunningError as e:

@@ -58,11 +58,13 @@ def device_name(device: str | torch.device) -> str:
     return device.type
 
 
-def autocast_context(device: str | torch.device) -> AbstractContextManager:
-    """bf16 autocast on CUDA; plain fp32 (a null context) elsewhere."""
+def autocast_context(
+    device: str | torch.device, bf16: bool | None = None
+) -> AbstractContextManager:
+    """bf16 autocast where `bf16` (None: on CUDA only); plain fp32 (a null context) elsewhere."""
     device = torch.device(device)
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    if bf16 if bf16 is not None else device.type == "cuda":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return nullcontext()
 
 

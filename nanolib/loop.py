@@ -47,6 +47,7 @@ from nanolib.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
+from nanolib.compiling import CompileTrial, read_verdict, use_inductor_cache
 from nanolib.device import autocast_context, pick_device, sync
 from nanolib.files import atomic_write_text, read_json
 from nanolib.procs import die_with_parent
@@ -102,6 +103,8 @@ class LoopResult:
     timed_steps: int  # steps timed for throughput (the first one of each process is not)
     timed_s: float
     last_eval: dict[str, Any]
+    compiled: bool = False  # torch.compile at the end of the run (model and Muon)
+    compile_s: float | None = None  # the first compiled step, compilation included
 
 
 def lr_multiplier(
@@ -191,7 +194,9 @@ def run_loop(
     device: str,
     *,
     model_meta: Mapping[str, Any],
-    compile_model: bool = False,
+    compile_model: bool | None = False,
+    compile_key: dict[str, Any] | None = None,
+    bf16: bool | None = None,
     progress: bool = True,
     desc: str = "training",
     headline: Callable[[bool, int], str] | None = None,
@@ -205,6 +210,8 @@ def run_loop(
     at the end, on every rank, and returns the metrics to log. `headline(resuming, step)` is the
     line printed at the start; `postfix` names metrics shown on the progress bar;
     `step_fields(step)` adds fields to every metrics line (e.g. tokens and FLOPs so far).
+    `compile_model` None measures whether torch.compile pays (nanolib.compiling, keyed by
+    `compile_key`); `bf16` None autocasts on CUDA only.
     """
     ddp = dist.is_initialized()
     rank, world = rank_info()
@@ -227,11 +234,20 @@ def run_loop(
         restore_rng(state["rng"])
         source.load_state_dict(resume["source"])
     bar.update(step)
-    compiled = torch.compile(model) if compile_model else model
-    train_model = compiled
+    use_inductor_cache()
+    wanted = compile_model
+    if wanted is None and (ddp or compile_key is None):  # ranks must agree: no trial under DDP
+        stored = read_verdict(compile_key) if compile_key else None
+        wanted = bool(stored["pays"]) if stored else "cuda" in device
+    trial = CompileTrial(compile_key or {}, num_steps - step, wanted)
+    trial_note = trial.start()
+    compiled = torch.compile(model) if trial.compiled else None
+    train_model = compiled or model
+    _use_compiled(optimizer, trial.compiled)
+    running_compiled = trial.compiled
     if ddp:
         ids = [torch.device(device).index] if "cuda" in device else None
-        train_model = torch.nn.parallel.DistributedDataParallel(compiled, device_ids=ids)
+        train_model = torch.nn.parallel.DistributedDataParallel(train_model, device_ids=ids)
 
     metrics = None
     if master:
@@ -240,7 +256,9 @@ def run_loop(
         atomic_write_text(out / METRICS, "".join(json.dumps(r) + "\n" for r in kept))
         metrics = open(out / METRICS, "a")  # appended to, line by line, for the whole run
         if headline:
-            say(headline(resume is not None, step))
+            say(headline(resume is not None, step) + (", bf16 autocast" if bf16 else ""))
+        if trial_note:
+            say(trial_note)
 
     t_start = time.perf_counter()
     first_step, record = step, {"step": step}
@@ -298,7 +316,7 @@ def run_loop(
             for micro, (x, y, w) in enumerate(source.batches(step, model)):
                 skip_sync = ddp and micro < n_micro - 1  # all-reduce gradients once per step
                 with train_model.no_sync() if skip_sync else nullcontext():
-                    with autocast_context(device):
+                    with autocast_context(device, bf16):
                         if w is None:
                             loss = train_model(x, y) / n_micro
                         else:
@@ -311,8 +329,18 @@ def run_loop(
                 dist.all_reduce(loss_sum)
             dt = time.perf_counter() - t0
             step += 1
-            if step > first_step + 1:  # a process's first step pays for warm-up: not throughput
+            compiling = trial.compiled and trial.compile_s is None
+            if step > first_step + 1 and not compiling:  # warm-up, compilation: not throughput
                 timed_steps, timed_s = timed_steps + 1, timed_s + dt
+            note = trial.record(dt)
+            if note and master:
+                say(note)
+            if trial.compiled != running_compiled:  # the trial switched modes
+                if compiled is None:  # a module's truth value is not defined: test for None
+                    compiled = torch.compile(model)
+                train_model = compiled if trial.compiled else model  # no DDP: trials run alone
+                _use_compiled(optimizer, trial.compiled)
+                running_compiled = trial.compiled
             record = {
                 "step": step,
                 "lr": optimizer.param_groups[0]["lr"],
@@ -334,7 +362,15 @@ def run_loop(
         timed_steps=timed_steps,
         timed_s=timed_s,
         last_eval=last_eval,
+        compiled=trial.compiled,
+        compile_s=trial.compile_s,
     )
+
+
+def _use_compiled(optimizer: Any, on: bool) -> None:
+    """Switch an optimizer's compiled step (Muon's) where it has one."""
+    if hasattr(optimizer, "use_compiled"):
+        optimizer.use_compiled(on)
 
 
 # ------------------------------------------------------------------------------------------------

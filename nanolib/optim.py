@@ -42,8 +42,46 @@ def orthogonalize(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
     return x.to(g.dtype)
 
 
+def muon_update(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    buffers: list[torch.Tensor],
+    momentum: float | torch.Tensor,
+    lr: float | torch.Tensor,
+    weight_decay: float | torch.Tensor,
+    nesterov: bool,
+    ns_steps: int,
+) -> None:
+    """One Muon step for matrices of one shape, orthogonalised together as one batch.
+
+    Compiled, it takes the hyperparameters as 0-D CPU tensors (torch uses them as scalars on a
+    GPU too), so that a schedule's new LR does not recompile it. One matrix is a batch of one
+    (views, no copies).
+    """
+    if len(params) == 1:
+        p, grad, buf = params[0][None], grads[0][None], buffers[0][None]
+    else:
+        p, grad, buf = torch.stack(params), torch.stack(grads), torch.stack(buffers)
+    buf.lerp_(grad, 1 - momentum)
+    g = grad.lerp(buf, momentum) if nesterov else buf
+    update = orthogonalize(g, ns_steps)
+    # A semi-orthogonal (out × in) update has entries of RMS 1/√max(out, in); this brings tall
+    # matrices (out > in, e.g. c_fc) up to 1/√in like the others.
+    scale = max(1.0, p.size(-2) / p.size(-1)) ** 0.5
+    p.mul_(1 - lr * weight_decay)
+    p.sub_(update * (lr * scale))
+    if len(params) > 1:
+        torch._foreach_copy_(params, list(p.unbind(0)))
+        torch._foreach_copy_(buffers, list(buf.unbind(0)))
+
+
 class Muon(torch.optim.Optimizer):
-    """MomentUm Orthogonalized by Newton–Schulz, for 2-D weight matrices."""
+    """MomentUm Orthogonalized by Newton–Schulz, for 2-D weight matrices.
+
+    batched: matrices of one shape (and dtype, device) are stacked and orthogonalised as one
+    batched Newton–Schulz, not one by one. compile: the update runs through torch.compile.
+    Neither changes the result beyond float rounding, nor the state a checkpoint holds.
+    """
 
     def __init__(
         self,
@@ -53,6 +91,9 @@ class Muon(torch.optim.Optimizer):
         nesterov: bool = True,
         ns_steps: int = 5,
         weight_decay: float = 0.0,
+        *,
+        batched: bool = True,
+        compile: bool = False,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -66,27 +107,48 @@ class Muon(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.ndim != 2:
                     raise ValueError(f"Muon takes 2-D matrices only, got shape {tuple(p.shape)}")
+        # Not hyperparameters: kept out of the param groups, so out of checkpoints.
+        self.batched = batched
+        self.compiled = False
+        self.update = muon_update
+        self.use_compiled(compile)
+
+    def use_compiled(self, on: bool = True) -> None:
+        """Run the update through torch.compile (on) or eagerly from the next step on."""
+        self.compiled = on
+        if not on:
+            self.update = muon_update
+            return
+        # One graph per (shape, count) of matrices, the same code for every model: a sweep of
+        # many widths and depths in one process needs more than dynamo's default 8 entries.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        self.update = torch.compile(muon_update, dynamic=False)
 
     @torch.no_grad()
     def step(self) -> None:
         """Update every matrix that has a gradient."""
         for group in self.param_groups:
-            lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
+            buckets: dict[Any, list[torch.Tensor]] = {}
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 state = self.state[p]
                 if not state:
                     state["momentum_buffer"] = torch.zeros_like(p.grad)
-                buf = state["momentum_buffer"]
-                buf.lerp_(p.grad, 1 - momentum)
-                g = p.grad.lerp(buf, momentum) if group["nesterov"] else buf
-                update = orthogonalize(g, group["ns_steps"])
-                # A semi-orthogonal (out × in) update has entries of RMS 1/√max(out, in); this
-                # brings tall matrices (out > in, e.g. c_fc) up to 1/√in like the others.
-                scale = max(1.0, p.size(0) / p.size(1)) ** 0.5
-                p.mul_(1 - lr * wd)
-                p.add_(update, alpha=-lr * scale)
+                key = (p.shape, p.dtype, p.device) if self.batched else id(p)
+                buckets.setdefault(key, []).append(p)
+            hyper = [group["momentum"], group["lr"], group["weight_decay"]]
+            if self.compiled:  # 0-D CPU tensors, so a new LR is an input, not a recompile
+                hyper = [torch.tensor(v, dtype=torch.float32, device="cpu") for v in hyper]
+            for params in buckets.values():
+                self.update(
+                    params,
+                    [p.grad for p in params],
+                    [self.state[p]["momentum_buffer"] for p in params],
+                    *hyper,
+                    group["nesterov"],
+                    group["ns_steps"],
+                )
 
 
 class Optimizers:
@@ -100,6 +162,10 @@ class Optimizers:
     def param_groups(self) -> list[dict[str, Any]]:
         """Every group of both optimizers; each has "name", "lr" and "initial_lr"."""
         return self.muon.param_groups + self.adamw.param_groups
+
+    def use_compiled(self, on: bool = True) -> None:
+        """Muon's update through torch.compile (on) or eagerly; AdamW is unchanged."""
+        self.muon.use_compiled(on)
 
     def step(self) -> None:
         """Step both optimizers."""
@@ -131,6 +197,8 @@ def build_optimizer(
     betas: tuple[float, float] = (0.8, 0.95),
     eps: float = 1e-10,
     momentum: float = 0.95,
+    batched: bool = True,
+    compile: bool = False,
 ) -> Optimizers:
     """Muon for the blocks' matrices, AdamW for wte and lm_head, LRs scaled for the width.
 
@@ -138,7 +206,9 @@ def build_optimizer(
     × (d_model/768)^-0.5: a wider head sums more coordinates into each logit, so each coordinate
     needs a smaller step (the muP-flavoured rule nanochat found to carry LRs across depths).
     Muon's LR is not scaled: an orthogonalised update already has a size set by the matrix shape.
-    weight_decay (decoupled) applies to the Muon matrices only.
+    weight_decay (decoupled) applies to the Muon matrices only. batched and compile are Muon's
+    (same-shape matrices orthogonalised as one batch; the update through torch.compile); on a
+    GPU AdamW uses its fused kernel.
     """
     model = unwrap_model(model)
     width_scale = (model.config.d_model / REFERENCE_D_MODEL) ** -0.5
@@ -157,6 +227,8 @@ def build_optimizer(
         lr=matrix_lr,
         momentum=momentum,
         weight_decay=weight_decay,
+        batched=batched,
+        compile=compile,
     )
     adamw = torch.optim.AdamW(
         [
@@ -166,6 +238,7 @@ def build_optimizer(
         betas=betas,
         eps=eps,
         weight_decay=0.0,
+        fused=model.wte.weight.is_cuda or None,
     )
     for group in muon.param_groups + adamw.param_groups:
         group["initial_lr"] = group["lr"]

@@ -34,6 +34,7 @@ from nanolib.checkpoint import META, read_metrics
 from nanolib.config import Book
 from nanolib.files import atomic_write_json, atomic_write_text, read_json, sha256_file
 from nanolib.model import CONVENTIONS, GPTConfig, scaling_params
+from nanolib.parallel import LOG, log_tail, train_side_by_side
 from nanolib.runs import make_command
 from nanolib.scaling import Dial, IsoFlopFit, ScalingWarning
 from nanolib.throughput import measure
@@ -462,16 +463,19 @@ def run_sweep(
     sweep_dir: str | Path,
     nproc: int = 1,
     *,
+    workers: int = 1,
     keep_optimizer: bool = False,
 ) -> pd.DataFrame:
     """Train every planned (budget, depth) not yet in `<sweep_dir>/sweep.csv`; return the CSV.
 
     Each run is `base` with its depth and target_flops, trained by `nanolib.train.launch` (in
     this process, or torchrun when nproc > 1) into `<sweep_dir>/<run_name>/`, its log in
-    `train.log` there. A row is appended (and fsynced) only after its run finished, so after a
-    kill the rows present are skipped, a run killed mid-way resumes from its last checkpoint,
-    and a run that finished but had no row yet is reported from its checkpoint, not retrained.
-    The optimizer state of a finished run is deleted unless `keep_optimizer`; its weights stay.
+    `train.log` there; with `workers` > 1 that many runs train side by side in worker processes
+    (`nanolib.parallel`; `side_by_side` says how many fit), the longest planned first. A row is
+    appended (and fsynced) only after its run finished, so after a kill the rows present are
+    skipped, a run killed mid-way resumes from its last checkpoint, and a run that finished but
+    had no row yet is reported from its checkpoint, not retrained. The optimizer state of a
+    finished run is deleted unless `keep_optimizer`; its weights stay.
     """
     from tqdm.auto import tqdm
 
@@ -480,51 +484,82 @@ def run_sweep(
     _check_sweep_config(sweep_dir, base)
     csv_path = sweep_dir / SWEEP_CSV
     done = read_sweep(csv_path) if csv_path.exists() else pd.DataFrame(columns=["budget", "depth"])
-    todo = [
-        (float(r.budget), int(r.depth))
-        for r in planned.itertuples()
-        if not _is_done(done, float(r.budget), int(r.depth))
+    todo = [r for r in planned.itertuples() if not _is_done(done, float(r.budget), int(r.depth))]
+    if workers > 1:  # the longest runs first, so that no worker is left with one at the end
+        todo.sort(key=lambda r: -getattr(r, "est_s", r.num_steps))
+    configs = [
+        replace(
+            base,
+            depth=int(r.depth),
+            target_flops=float(r.budget),
+            num_steps=None,
+            out_dir=str(sweep_dir / run_name(float(r.budget), int(r.depth))),
+        )
+        for r in todo
     ]
     bar = tqdm(
         total=len(planned), initial=len(planned) - len(todo), desc="isoFLOP sweep", unit="run"
     )
     if len(todo) < len(planned):
         bar.write(f"{len(planned) - len(todo)} of {len(planned)} runs already in {csv_path}")
-    try:
-        for budget, depth in todo:
-            out = sweep_dir / run_name(budget, depth)
-            cfg = replace(base, depth=depth, target_flops=budget, num_steps=None, out_dir=str(out))
-            try:
-                with _logged_to(out / "train.log"):
-                    summary = launch(cfg, nproc, progress=False)
-            except BaseException:
-                log = (out / "train.log").read_text(errors="replace").splitlines()
-                bar.write("\n".join([f"run {out.name} failed; the end of its log:", *log[-15:]]))
-                raise
-            model = GPTConfig(**read_json(out / META)["model"])
-            counts = {f"n_params_{c}": scaling_params(model, c) for c in CONVENTIONS}
-            row = {
-                "budget": budget,
-                "depth": depth,
-                **counts,
-                "tokens": summary["tokens"],
-                "flops": summary["flops"],
-                "val_bpb": summary["val_bpb"],
-                "wall_s": round(summary["wall_s"], 3),
-            }
-            append_sweep_row(csv_path, row)
-            if not keep_optimizer:
-                for f in out.glob("optim_*.pt"):
-                    f.unlink()
-            bar.write(
-                f"budget {budget:.3g}, depth {depth}: N_matmul {counts['n_params_matmul']:,}, "
-                f"{summary['tokens']:,} tokens → val {summary['val_bpb']:.4f} bpb "
-                f"({summary['wall_s']:.0f} s)"
-            )
+    if workers > 1 and len(todo) > 1:
+        bar.write(f"{min(workers, len(todo))} runs side by side")
+
+    def record(i: int, summary: dict[str, Any]) -> None:
+        cfg, out = configs[i], Path(configs[i].out_dir)
+        model = GPTConfig(**read_json(out / META)["model"])
+        counts = {f"n_params_{c}": scaling_params(model, c) for c in CONVENTIONS}
+        row = {
+            "budget": cfg.target_flops,
+            "depth": cfg.depth,
+            **counts,
+            "tokens": summary["tokens"],
+            "flops": summary["flops"],
+            "val_bpb": summary["val_bpb"],
+            "wall_s": round(summary["wall_s"], 3),
+        }
+        append_sweep_row(csv_path, row)
+        if not keep_optimizer:
+            for f in out.glob("optim_*.pt"):
+                f.unlink()
+        bar.write(
+            f"budget {cfg.target_flops:.3g}, depth {cfg.depth}: N_matmul "
+            f"{counts['n_params_matmul']:,}, {summary['tokens']:,} tokens → val "
+            f"{summary['val_bpb']:.4f} bpb ({summary['wall_s']:.0f} s)"
+        )
+        if workers == 1:
             bar.update(1)
+
+    try:
+        _train_all(configs, nproc, workers, record, [int(r.num_steps) for r in todo], bar)
     finally:
         bar.close()
     return read_sweep(csv_path)
+
+
+def _train_all(
+    configs: list[TrainConfig],
+    nproc: int,
+    workers: int,
+    record: Callable[[int, dict[str, Any]], None],
+    steps: list[int],
+    bar: Any,
+) -> None:
+    """Train each config, one after another here or side by side in workers; record each."""
+    if workers > 1 and len(configs) > 1:
+        if nproc > 1:
+            raise ValueError("runs of several processes (nproc > 1) train one at a time")
+        train_side_by_side(configs, workers, record, steps=steps, bar=bar)
+        return
+    for i, cfg in enumerate(configs):
+        out = Path(cfg.out_dir)
+        try:
+            with _logged_to(out / LOG):
+                summary = launch(cfg, nproc, progress=False)
+        except BaseException:
+            bar.write("\n".join([f"run {out.name} failed; the end of its log:", *log_tail(out)]))
+            raise
+        record(i, summary)
 
 
 MODELS_CSV = "models.csv"  # the family's table, inside its directory
@@ -548,6 +583,8 @@ def run_family(
     tokens_per_param: float | Callable[[int], float],
     family_dir: str | Path,
     nproc: int = 1,
+    *,
+    workers: int = 1,
 ) -> pd.DataFrame:
     """Train one model per depth for tokens_per_param × N_matmul tokens; write models.csv.
 
@@ -557,6 +594,7 @@ def run_family(
     depth, N in each counting convention, tokens, FLOPs, tokens_per_param, val_bpb, wall_s and
     `checkpoint` (the model's folder, relative to `family_dir`). It is rewritten after every
     model, and a model already trained is reported from its checkpoint, so a killed run resumes.
+    With `workers` > 1 the models train side by side in worker processes, the longest first.
     The tokenizer the family trains with is copied to `<family_dir>/tokenizer/`, so the family
     is one self-contained artifact (its models are scored with it).
     """
@@ -567,26 +605,40 @@ def run_family(
     ):
         Tokenizer.load(base.tokenizer_dir).save(copied)
     base = replace(base, tokenizer_dir=str(copied))
-    rows = []
-    for member in _family_members(base, depths, tokens_per_param):
-        depth, name = member.depth, f"d{member.depth:02d}"
-        cfg = replace(member, out_dir=str(family_dir / name))
-        summary = launch(cfg, nproc)
-        model = GPTConfig(**read_json(family_dir / name / META)["model"])
-        rows.append(
-            {
-                "depth": depth,
-                **{f"n_params_{c}": scaling_params(model, c) for c in CONVENTIONS},
-                "tokens": summary["tokens"],
-                "flops": summary["flops"],
-                "tokens_per_param": summary["tokens_per_param"],
-                "val_bpb": summary["val_bpb"],
-                "wall_s": round(summary["wall_s"], 3),
-                "checkpoint": name,
-            }
-        )
-        atomic_write_text(family_dir / MODELS_CSV, pd.DataFrame(rows).to_csv(index=False))
-    return pd.DataFrame(rows)
+    members = _family_members(base, depths, tokens_per_param)
+    configs = [replace(m, out_dir=str(family_dir / f"d{m.depth:02d}")) for m in members]
+    vocab_size = Tokenizer.load(copied).vocab_size
+    steps = [plan(cfg, vocab_size, nproc).num_steps for cfg in configs]
+    order = sorted(range(len(configs)), key=lambda i: -steps[i] if workers > 1 else i)
+    rows: dict[int, dict] = {}
+
+    def record(i: int, summary: dict[str, Any]) -> None:
+        cfg = configs[order[i]]
+        model = GPTConfig(**read_json(Path(cfg.out_dir) / META)["model"])
+        rows[cfg.depth] = {
+            "depth": cfg.depth,
+            **{f"n_params_{c}": scaling_params(model, c) for c in CONVENTIONS},
+            "tokens": summary["tokens"],
+            "flops": summary["flops"],
+            "tokens_per_param": summary["tokens_per_param"],
+            "val_bpb": summary["val_bpb"],
+            "wall_s": round(summary["wall_s"], 3),
+            "checkpoint": Path(cfg.out_dir).name,
+        }
+        table = pd.DataFrame([rows[d] for d in sorted(rows)])
+        atomic_write_text(family_dir / MODELS_CSV, table.to_csv(index=False))
+
+    if workers > 1 and len(configs) > 1:
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(configs), desc="miniseries", unit="model") as bar:
+            _train_all(
+                [configs[i] for i in order], nproc, workers, record, [steps[i] for i in order], bar
+            )
+    else:  # one after another, each with its own progress bar (as chapter 3 shows it)
+        for k, i in enumerate(order):
+            record(k, launch(configs[i], nproc))
+    return pd.DataFrame([rows[d] for d in sorted(rows)])
 
 
 def family_histories(family_dir: str | Path, models: pd.DataFrame) -> dict[int, pd.DataFrame]:

@@ -27,9 +27,11 @@ import torch
 import torch.distributed as dist
 
 from nanolib.checkpoint import CONFIG, SUMMARY, read_metrics
+from nanolib.compiling import verdict_key
 from nanolib.config import Book
 from nanolib.data import TokenLoader, get_source, iter_texts
 from nanolib.device import autocast_context, check_memory, device_name, peak_flops
+from nanolib.engine import Engine
 from nanolib.files import atomic_write_json, read_json
 from nanolib.loop import (
     Batch,
@@ -101,7 +103,8 @@ class TrainConfig:
     sample_tokens: int = 64
     seed: int = 0
     device: str = "auto"  # cpu | cuda | auto
-    compile: bool | None = None  # torch.compile; None: on CUDA only
+    compile: bool | None = None  # torch.compile of model and Muon; None: where measured to pay
+    bf16: bool | None = None  # bf16 autocast of the training steps; None: on CUDA only
 
     @classmethod
     def from_params(cls, params: dict[str, Any], **fixed: Any) -> TrainConfig:
@@ -251,15 +254,18 @@ def sample_texts(
     temperature: float = 0.8,
     top_k: int = 50,
 ) -> list[dict[str, str]]:
-    """Continue each prompt (after a BOS) with sampled tokens; prompt and completion as text."""
-    device = next(model.parameters()).device
+    """Continue each prompt (after a BOS) with sampled tokens, until a <|bos|> (a new document)
+    or max_new_tokens or the model's context is full; prompt and completion as text."""
+    engine = Engine(model, tokenizer, tools={})  # plain text: no tool is ever run
     out = []
     for i, prompt in enumerate(prompts):
         ids = tokenizer.encode(prompt, prepend=tokenizer.bos_id)
-        idx = torch.tensor([ids], device=device)
-        with autocast_context(device):
-            full = model.generate(idx, max_new_tokens, temperature, top_k, seed=seed + i)
-        out.append({"prompt": prompt, "completion": tokenizer.decode(full[0, len(ids) :].tolist())})
+        room = min(max_new_tokens, model.config.seq_len - len(ids))
+        gen = engine.generate(
+            ids, 1, room, temperature, top_k, seed=seed + i, stop_tokens=[tokenizer.bos_id]
+        )
+        tokens = gen.tokens[0][:-1] if gen.stopped[0] else gen.tokens[0]
+        out.append({"prompt": prompt, "completion": tokenizer.decode(tokens)})
     return out
 
 
@@ -419,6 +425,8 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any] | None:
             f"{cfg.seq_len} tokens"
         )
 
+    bf16 = cfg.bf16 if cfg.bf16 is not None else "cuda" in device
+
     def tokens_so_far(step: int) -> dict[str, Any]:
         tokens = step * cfg.batch_tokens
         return {"tokens": tokens, "flops": tokens * p.flops_per_token}
@@ -441,7 +449,9 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any] | None:
         lambda step, model: {"val_bpb": evaluate_bpb(model, val(), token_bytes)},
         device,
         model_meta=asdict(p.model),
-        compile_model=cfg.compile if cfg.compile is not None else "cuda" in device,
+        compile_model=cfg.compile,
+        compile_key=verdict_key(p.model, cfg.device_batch_size, device, bf16),
+        bf16=bf16,
         progress=progress,
         desc="pretraining",
         headline=headline,
@@ -468,6 +478,9 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any] | None:
         "wall_s": result.wall_s,
         "device": device_name(device),
         "world_size": world,
+        "compiled": result.compiled,
+        "compile_s": result.compile_s,
+        "bf16": bf16,
         "resumed_from": result.resumed_from,
         "samples": sample_texts(raw, tokenizer, prompts, cfg.sample_tokens, cfg.seed),
     }

@@ -4,6 +4,7 @@ import io
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
 from nanolib.model import GPT, GPTConfig
 from nanolib.optim import Muon, build_optimizer, orthogonalize
@@ -131,3 +132,44 @@ def test_state_dict_round_trip_continues_bit_identically():
 
     for (name, a), (_, b) in zip(model.named_parameters(), restored.named_parameters()):
         assert torch.equal(a, b), name
+
+
+def _reference_muon_step(params, buffers, lr, momentum, weight_decay):
+    """The plain per-matrix Muon step, written out: what batching and compiling must reproduce."""
+    with torch.no_grad():
+        for p, buf in zip(params, buffers):
+            buf.lerp_(p.grad, 1 - momentum)
+            update = orthogonalize(p.grad.lerp(buf, momentum))
+            p.mul_(1 - lr * weight_decay)
+            p.add_(update, alpha=-lr * max(1.0, p.size(0) / p.size(1)) ** 0.5)
+
+
+@pytest.mark.parametrize(
+    "batched, compiled", [(False, False), (True, False), (True, True)], ids=str
+)
+def test_batched_and_compiled_muon_match_the_per_matrix_reference(batched, compiled):
+    torch.manual_seed(0)
+    model = GPT(CONFIG)
+    reference = [p.detach().clone() for p in model.blocks.parameters()]
+    buffers = [torch.zeros_like(p) for p in reference]
+    optimizer = build_optimizer(model, weight_decay=0.1, batched=batched, compile=compiled)
+    shapes = {tuple(p.shape) for p in reference}
+    assert len(shapes) < len(reference)  # some shapes repeat, so batches of several exist
+    for step in range(5):
+        idx = torch.randint(0, CONFIG.vocab_size, (4, 17))
+        model(idx[:, :-1], idx[:, 1:]).backward()
+        for p, q in zip(reference, model.blocks.parameters()):
+            p.grad = q.grad.clone()
+        lr = 0.02 * (1 - step / 10)  # a changing LR, as a schedule gives (no recompiles)
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * (1 - step / 10)
+        _reference_muon_step(reference, buffers, lr, 0.95, 0.1)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step == 0:
+            graphs = counters["stats"]["unique_graphs"]
+    assert counters["stats"]["unique_graphs"] == graphs  # a new LR is no recompile
+    for p, q in zip(reference, model.blocks.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5)
+    for buf, q in zip(buffers, model.blocks.parameters()):
+        torch.testing.assert_close(optimizer.muon.state[q]["momentum_buffer"], buf)

@@ -47,7 +47,7 @@ from nanolib.sweep import (
     run_sweep,
 )
 from nanolib.tokenizer import Tokenizer
-from nanolib.train import TrainConfig
+from nanolib.train import TrainConfig, TrainingError
 
 from helpers import tiny_config
 
@@ -252,6 +252,48 @@ def test_a_bad_row_in_the_csv_stops_the_runner_with_file_and_line(tokenizer_dir,
     path.write_text(path.read_text().replace(repr(float(df.val_bpb[0])), "nan"))
     with pytest.raises(SweepFormatError, match=rf"{SWEEP_CSV}:2: column 'val_bpb' is 'nan'"):
         run_sweep(plan_isoflop(cfg, bs, [1], VOCAB), cfg, tmp_path)
+
+
+def test_runs_side_by_side_match_runs_one_after_another(tokenizer_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the workers' torch threads, for equal results
+    cfg = base_config(tokenizer_dir)
+    planned = plan_isoflop(cfg, budgets(cfg), DEPTHS, VOCAB)
+    serial = run_sweep(planned, cfg, tmp_path / "serial")
+    parallel = run_sweep(planned, cfg, tmp_path / "parallel", workers=2)
+    key = ["budget", "depth"]
+    serial, parallel = (df.sort_values(key).reset_index(drop=True) for df in (serial, parallel))
+    pd.testing.assert_frame_equal(parallel.drop(columns="wall_s"), serial.drop(columns="wall_s"))
+    assert not list((tmp_path / "parallel").glob("*/optim_*.pt"))
+    assert (
+        "val_bpb"
+        in (tmp_path / "parallel" / run_name(budgets(cfg)[1], 2) / "train.log").read_text()
+    )
+    family = run_family(cfg, [1, 2], 1.0, tmp_path / "family", workers=2)
+    assert family.depth.tolist() == [1, 2]
+    assert pd.read_csv(tmp_path / "family" / MODELS_CSV).checkpoint.tolist() == ["d01", "d02"]
+
+
+def test_a_failing_run_side_by_side_stops_the_sweep_and_resumes(
+    tokenizer_dir, tmp_path, monkeypatch
+):
+    cfg = base_config(tokenizer_dir)
+    bs = budgets(cfg)
+    planned = plan_isoflop(cfg, bs, DEPTHS, VOCAB)
+    # Every run raises after step 13: the 12-step runs of the first budget finish (and are
+    # recorded) unless they are still waiting when the first failure stops new starts.
+    monkeypatch.setenv("NANOBOOK_TEST_DIE", "13:0:raise")
+    with pytest.raises(TrainingError, match=r"(?s)run b.*failed:.*rank 0 fails after step 13"):
+        run_sweep(planned, cfg, tmp_path, workers=2)
+    recorded = csv_rows(tmp_path)
+    assert len(recorded) < 4
+    monkeypatch.setenv("NANOBOOK_TEST_DIE", "7")  # SIGKILL: the worker dies mid-run
+    with pytest.raises(TrainingError, match="its worker died"):
+        run_sweep(planned, cfg, tmp_path, workers=2)
+    monkeypatch.delenv("NANOBOOK_TEST_DIE")
+    df = run_sweep(planned, cfg, tmp_path, workers=2)
+    assert csv_rows(tmp_path)[: len(recorded)] == recorded  # nothing lost …
+    assert sorted(zip(df.budget, df.depth)) == sorted((b, d) for b in bs for d in DEPTHS)
+    assert summary_of(tmp_path, bs[1], 1)["resumed_from"] == 12  # … and nothing trained twice
 
 
 # ------------------------------------------------------------------------------------------------

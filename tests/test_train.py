@@ -239,3 +239,24 @@ def test_config_round_trip_and_unknown_keys(tmp_path, tokenizer_dir):
     )
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['lr'\]"):
         T.TrainConfig.load(tmp_path / "bad.json")
+
+
+@pytest.mark.slow
+def test_a_compile_trial_switches_mid_run_and_keeps_training(tokenizer_dir, tmp_path, monkeypatch):
+    from nanolib import compiling
+
+    monkeypatch.setenv("NANOBOOK_RUNS", str(tmp_path / "runs"))  # verdicts land here …
+    inductor = book_root() / "runs" / ".cache" / "inductor"  # … compiled code where it stays warm
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(inductor))
+    monkeypatch.setattr(compiling, "known_compile_s", lambda: 0.0)  # always worth a try
+    eager = T.launch(small(tmp_path / "eager", tokenizer_dir, compile=False), progress=False)
+    trial = small(tmp_path / "trial", tokenizer_dir, compile=None)  # measure
+    summary = T.launch(trial, progress=False)
+    [verdict] = (tmp_path / "runs" / ".cache" / "compile").glob("*.json")
+    verdict = json.loads(verdict.read_text())
+    assert verdict["compile_s"] > 0 and verdict["pays"] == (verdict["speedup"] >= 1.03)
+    a, b = losses(tmp_path / "eager"), losses(tmp_path / "trial")
+    assert sorted(a) == sorted(b) == list(range(1, 11))
+    # steps 1-5 eager in both runs, then compiled (or eager again): the same within float noise
+    assert max(abs(a[s] - b[s]) for s in a) <= 1e-3
+    assert summary["val_bpb"] == pytest.approx(eager["val_bpb"], abs=1e-3)
