@@ -67,6 +67,7 @@ from IPython.display import HTML, display
 from plotly.subplots import make_subplots
 
 from nanolib.checkpoint import load_model, read_metrics
+from nanolib.claims import expect, say
 from nanolib.engine import Engine
 from nanolib.html import escape_text
 from nanolib.plots import OURS, PUBLISHED, figure
@@ -340,15 +341,16 @@ fig.show()
 
 # %%
 gain = after["pass@1"] - before["pass@1"]
-resolved = after["pass@1_low"] > before["pass@1_high"]
 greedy_gain = after["greedy_pass1"] - before["greedy_pass1"]
-print(
-    f"pass@1: {before['pass@1']:.3f} → {after['pass@1']:.3f} ({gain:+.3f}); the 95% intervals "
-    f"{'do not overlap' if resolved else 'overlap'}. Greedy pass@1: "
-    f"{before['greedy_pass1']:.3f} → {after['greedy_pass1']:.3f} ({greedy_gain:+.3f})"
+say(
+    f"pass@1: {before['pass@1']:.3f} → **{after['pass@1']:.3f}** ({gain:+.3f}); greedy pass@1: "
+    f"{before['greedy_pass1']:.3f} → {after['greedy_pass1']:.3f} ({greedy_gain:+.3f})."
 )
-if preset != "smoke":
-    assert resolved, "RL did not beat the SFT model's pass@1 by a margin the intervals resolve"
+resolved = expect(
+    after["pass@1_low"] > before["pass@1_high"],
+    "RL beats the SFT model's held-out pass@1 by a margin the 95% intervals resolve",
+    preset=preset,
+)
 
 # %% [markdown]
 # ## Beside nanochat
@@ -386,11 +388,11 @@ fig.show()
 #
 # The group baseline has a blind spot: a problem no sample solves gives a group of zeros, one
 # every sample solves a group of ones, and both have zero advantage. In the main run above that
-# was already the fate of most groups (the "groups all-equal" panel). Two short runs push it to the
-# end, everything else as in the main run: **too hard** — the answer must fit in 4 new tokens,
-# less than any worked answer needs; **too easy** — the reward is 1 for any completion with a
-# parsable `####` answer (`nanolib.rl.has_answer_reward`), which the SFT model nearly always
-# writes.
+# was already the fate of many groups (the "groups all-equal" panel). Two short runs, everything
+# else as in the main run, push the task to either end: **too hard** — the answer must fit in 4
+# new tokens, less than any worked answer needs; **too easy** — the reward is 1 for any completion
+# with a parsable `####` answer, right or wrong (`nanolib.rl.has_answer_reward`), which the SFT
+# model learned to write.
 
 # %%
 settings = {
@@ -430,17 +432,36 @@ for name, h in demos.items():
         f"warnings: {', '.join(said) or 'none'}"
     )
 
+# %%
+hard, easy = demos["too hard"], demos["too easy"]
+hard_warnings = {w for ws in hard.get("warnings", pd.Series(dtype=object)).dropna() for w in ws}
+expect(
+    (hard.groups_all_zero == 1).all() and hard.trained_rollouts.sum() == 0,
+    "too hard: every group is all-zero, so not one rollout is trained on",
+    preset=preset,
+)
+expect(
+    "no_signal" in hard_warnings, "too hard: the run warns that it learns nothing", preset=preset
+)
+wasted = expect(
+    easy.groups_all_one.mean() > steps.groups_all_one.mean()
+    and easy.trained_rollouts.sum() < easy.rollouts.sum(),
+    "too easy: more groups are all-one than in the main run, and their rollouts are wasted",
+    preset=preset,
+)
+
 # %% [markdown]
 # A run whose groups are all-equal draws rollouts, spends the compute, and moves no weight: its
-# gradient is exactly zero (here no rollout was even worth a forward pass). Its loss curve looks
-# as calm as a good run's; only the diagnostics tell. The remedies are a task the model solves
+# gradient is exactly zero. Its loss curve looks as calm as a good run's; only the diagnostics
+# tell. A reward the model already earns wastes its all-one groups the same way, and what is left
+# to learn is the format, not the arithmetic. The remedies are a task the model solves
 # *sometimes* — a curriculum of problems, a token budget the answers fit in, a reward it does not
 # already earn — or more samples per problem, so that a rare success shows up in its group.
 
 # %%
 k_max = ks[-1]
 cpu_s = resource.getrusage(resource.RUSAGE_SELF).ru_utime
-print(
+say(
     f"At `{preset}`: pass@1 {before['pass@1']:.3f} → {after['pass@1']:.3f} ({gain:+.3f}), "
     f"pass@{k_max} {before[f'pass@{k_max}']:.3f} → {after[f'pass@{k_max}']:.3f}, greedy pass@1 "
     f"{before['greedy_pass1']:.3f} → {after['greedy_pass1']:.3f} on {after['eval_problems']} "
