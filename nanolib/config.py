@@ -123,7 +123,6 @@ RANGES: dict[str, Range] = {
     "top_k": AT_LEAST_1,
     "eval_problems": AT_LEAST_0,
     "eval_samples": AT_LEAST_0,
-    "survey_problems": AT_LEAST_1,
     "demo_steps": AT_LEAST_1,
     # inference
     "chat_model": Range(choices=("rl", "sft", "base")),  # nanolib.chat_models.KINDS

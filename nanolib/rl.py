@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from nanolib.chat_eval import answer_is_correct
 from nanolib.device import autocast_context
+from nanolib.tasks import extract_answer
 
 Record = Mapping[str, Any]
 Reward = Callable[[Record, str], float]  # (problem record, completion text) -> reward
@@ -39,6 +40,11 @@ Reward = Callable[[Record, str], float]  # (problem record, completion text) -> 
 def answer_reward(record: Record, completion: str) -> float:
     """1 if the completion's number after `####` equals the reference answer (GSM8K's rule)."""
     return 1.0 if answer_is_correct(record, completion) else 0.0
+
+
+def has_answer_reward(record: Record, completion: str) -> float:
+    """1 for any completion with a parsable `####` answer, right or wrong (a format reward)."""
+    return 0.0 if extract_answer(completion) is None else 1.0
 
 
 @dataclass

@@ -15,6 +15,7 @@ from nanolib.rl import (
     diagnostic_sums,
     diagnostics,
     group_advantages,
+    has_answer_reward,
     kl_estimate,
     kl_weights,
     learning_warnings,
@@ -54,6 +55,8 @@ def test_answer_reward_uses_the_gsm8k_rule():
     assert answer_reward(record, "so 1,200 in all\n#### 1,200") == 1.0
     assert answer_reward(record, "#### 120") == 0.0
     assert answer_reward(record, "1200") == 0.0  # no '####': no answer
+    assert has_answer_reward(record, "#### 120") == 1.0
+    assert has_answer_reward(record, "1200") == 0.0
 
 
 def test_group_advantages():
