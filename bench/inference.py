@@ -12,7 +12,8 @@ A 448-token prompt plus 256 new tokens needs 704 positions, so the models are bu
 seq_len = max(their shape's, longest prompt + new tokens): the engine refuses to run past
 seq_len, and GPT.generate would crop its context there (computing something else). The weights
 do not depend on seq_len. The load average is printed: on a shared machine the figures move
-with it.
+with it, and with more torch threads than idle cores a batch-1 decode step (≈150 small ops)
+spends most of its time with one thread waiting for the other; `--threads 1` avoids that.
 """
 
 from __future__ import annotations
@@ -89,6 +90,8 @@ def main() -> None:
     threads = f", {torch.get_num_threads()} threads" if device == "cpu" else ""
     load = "load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
     print(f"device: {device_name(device)}{threads}, fp32; {load}; {os.cpu_count()} cores")
+    if device == "cpu" and os.getloadavg()[0] > (os.cpu_count() or 1):
+        print("the machine is busy with other work: these figures are lower bounds")
     head = f"{'model':<6} {'params':>7} {'prompt':>6} {'method':<9} {'TTFT ms':>8}"
     print(f"{head} {'decode tok/s':>12} {'cache ÷ no-cache':>16}")
     speedup: dict[tuple[str, int], float] = {}

@@ -46,10 +46,12 @@ run_dir = None  # type: str  where the run is written (None: runs/<preset>/01_to
 import time
 from collections import Counter
 
+import numpy as np
 import pandas as pd
 import regex
 from IPython.display import HTML, display
 
+from nanolib.claims import expect
 from nanolib.data import iter_texts
 from nanolib.html import escape_text
 from nanolib.plots import OURS, PUBLISHED, figure
@@ -170,8 +172,8 @@ tokenizer = Tokenizer.train(texts, run.p.vocab_size)
 train_time_s = time.time() - t0
 if tokenizer.vocab_size != run.p.vocab_size:
     raise RuntimeError(
-        f"asked for a {run.p.vocab_size:,}-id tokenizer, but {run.p.max_chars:,} characters of text "
-        f"ran out of pairs to merge at {tokenizer.vocab_size:,} ids; raise max_chars"
+        f"asked for a {run.p.vocab_size:,}-id tokenizer, but {run.p.max_chars:,} characters of "
+        f"text ran out of pairs to merge at {tokenizer.vocab_size:,} ids; raise max_chars"
     )
 tokenizer.save(run.path("tokenizer"))
 run.log(event="train", vocab_size=tokenizer.vocab_size, train_time_s=train_time_s)
@@ -282,6 +284,16 @@ fig.add_scatter(
 for label, value in baselines.items():
     fig.add_hline(y=value, line_dash="dot", annotation_text=label)
 fig.show()
+
+# %%
+per_doubling = table.diff().div(np.log2(table.index.to_series()).diff(), axis=0).dropna()
+if len(per_doubling) >= 2:  # the claim below needs three vocabulary sizes
+    expect((per_doubling > 0).all().all(), "a bigger vocabulary compresses better",
+           preset=run.preset)  # fmt: skip
+    expect((per_doubling.iloc[-1] < per_doubling.iloc[0]).all(),
+           "each doubling of the vocabulary buys a smaller gain (for both splits)",
+           preset=run.preset)  # fmt: skip
+per_doubling.rename_axis("gain per doubling, up to vocab").round(3)
 
 # %% [markdown]
 # What to look at: each doubling of the vocabulary buys a smaller gain — the curve bends over.

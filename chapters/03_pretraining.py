@@ -29,13 +29,14 @@
 # | preset | model | training tokens | hardware | time | cost |
 # |---|---|---|---|---|---|
 # | `smoke` | depth 1 | ≈ 8 thousand | any CPU | seconds | — |
-# | `tiny` | depth 4, d_model 128 (chapter 2's) | ≈ 2 million | 2 CPU cores | ≈ 4 min | — |
+# | `tiny` | depth 4, d_model 128 (chapter 2's) | ≈ 2 million | 2 CPU cores | ≈ 6 min | — |
 # | `d12` | depth 12, d_model 768 | 1.3 B (12 per param) | 1 × H100 | ≈ 50 min | ≈ $2.5 |
 # | `miniseries` | depth 20, d_model 1280 | 5.2 B (12 per param) | 8 × H100 | ≈ 1.5 h | ≈ $36 |
 # | `speedrun` | depth 24, d_model 1536 | 5.8 B (8 per param) | 8 × H100 | ≈ 2.7 h | ≈ $65 |
 #
 # The GPU times assume 40% MFU and $3 per GPU-hour; the section *The GPU presets* below derives
-# them from book.yml, and a run's own manifest records what it really took.
+# them from book.yml, and a run's own manifest records what it really took (the `tiny` time was
+# measured on a quiet 2-core machine; the throughput section prints this run's).
 
 # %% tags=["parameters"]
 preset = "tiny"  # a preset from book.yml: smoke | tiny | d12 | miniseries | speedrun
@@ -75,6 +76,7 @@ import torch
 from IPython.display import HTML, display
 
 from nanolib.checkpoint import CONFIG, read_meta, read_metrics
+from nanolib.claims import expect, say
 from nanolib.data import TokenLoader
 from nanolib.device import ASSUMED_MFU, DOLLARS_PER_GPU_HOUR, gpu_cost
 from nanolib.model import GPT, estimate_memory
@@ -331,6 +333,9 @@ train_curve = history.dropna(subset=["train_bpb"])
 val_curve = history.dropna(subset=["val_bpb"])
 final = val_curve.iloc[-1]
 print(f"after {final.tokens:,.0f} tokens ({final.flops:.3g} FLOPs): val {final.val_bpb:.4f} bpb")
+expect(final.val_bpb < min(val_curve.val_bpb.iloc[0], uniform_bpb),
+       "training lowers val bits per byte below where the run started and below a uniform guess",
+       preset=run.preset)  # fmt: skip
 val_curve[["step", "tokens", "flops", "val_bpb"]].set_index("step").round(4)
 
 # %% [markdown]
@@ -384,6 +389,7 @@ print(f"bigram counts from {seen * run.p.seq_len:,} tokens: {len(keys):,} distin
 print(f"val bpb: bigram {bigram:.4f} (best k = {baseline.idxmin()}), model {model_bpb:.4f}")
 verdict = "beats" if model_bpb < bigram else "does NOT beat"
 print(f"the model {verdict} the bigram baseline by {bigram - model_bpb:+.3f} bpb")
+expect(model_bpb < bigram, "the trained model beats the bigram baseline", preset=run.preset)
 
 # %%
 fig = figure("Pretraining: bits per byte against tokens", "tokens seen", "bits per byte")
@@ -436,6 +442,11 @@ pd.Series(
     name="throughput",
 ).to_frame()
 
+# %%
+wall_s = summary["wall_s"]
+took = f"{wall_s:.0f} s" if wall_s < 120 else f"{wall_s / 60:.1f} min"
+say(f"This run trained for {took} on {summary['device']} ({summary['tokens']:,} tokens).")
+
 # %% [markdown]
 # ## What it writes
 #
@@ -454,15 +465,21 @@ escape_table(pd.DataFrame(summary["samples"])).set_properties(
 # ## Checkpoints and resuming
 #
 # A checkpoint is the weights, the optimizer state (Muon's momenta, Adam's moments and step
-# counts), the random-number states and the loader position, written to temporary names and
-# renamed; `meta.json` is written last, so a run killed mid-save still has its previous complete
-# checkpoint. The tests kill a run with SIGKILL, resume it, and require the same loss at every
-# step as a run that was never interrupted. Chapters 5–8 load the weights from here.
+# counts), the random-number states and the loader position (`source`: where the stage's data
+# stands), written to temporary names and renamed; `meta.json` is written last, so a run killed
+# mid-save still has its previous complete checkpoint. The tests kill a run with SIGKILL, resume
+# it, and require the same loss at every step as a run that was never interrupted. Chapters 5–8
+# load the weights from here.
 
 # %%
 meta = read_meta(out_dir)
 print(sorted(f.name for f in out_dir.iterdir()))
-{k: meta[k] for k in ("step", "num_steps", "loader", "val_bpb")}
+{
+    "step": meta["step"],
+    "num_steps": meta["num_steps"],
+    "loader position": meta["source"],
+    "val_bpb": meta["last_eval"].get("val_bpb"),
+}
 
 # %% [markdown]
 # ## Many GPUs
@@ -510,7 +527,8 @@ pd.DataFrame(gpu_rows).T
 # %% [markdown]
 # For scale: nanochat's published d12 runs 1.0 × 10¹⁸ FLOPs, and its leaderboard speedrun (depth
 # 24, ratio 8, fp8, value embeddings, sliding-window attention) reached GPT-2's CORE score in 99
-# minutes on 8 × H100. Our model leaves those refinements out, so expect it slower and a little
+# minutes on 8 × H100 — having also changed its data, from FineWeb-Edu to NVIDIA's ClimbMix. Our
+# model leaves those refinements out and keeps FineWeb-Edu, so expect it slower and a little
 # worse at the same depth.
 
 # %%

@@ -77,6 +77,7 @@ import torch
 from IPython.display import display
 
 from nanolib import plots, scaling, sweep
+from nanolib.claims import expect, say
 from nanolib.data import iter_texts
 from nanolib.device import ASSUMED_MFU, DOLLARS_PER_GPU_HOUR, gpu_cost
 from nanolib.dial_view import DialView
@@ -143,7 +144,7 @@ fig.show()
 # %%
 t0 = time.perf_counter()
 chin3 = scaling.fit_approach3(
-    chinchilla.N, chinchilla.D, chinchilla.loss, n_bootstrap=run.p.n_bootstrap
+    chinchilla.N, chinchilla.D, chinchilla.loss, n_bootstrap=run.p.n_bootstrap, seed=run.p.seed
 )
 chin3_s = time.perf_counter() - t0
 n_boot = run.p.n_bootstrap
@@ -260,13 +261,26 @@ fig.show()
 #
 # The same 240 points, read the other way: a parabola in log N per budget, its vertex, then power
 # laws. The interval is the 10th–90th percentile of bootstrap resamples of the runs within each
-# budget — Chinchilla's own convention in its Table 2.
+# budget — Chinchilla's own convention in its Table 2. D_opt is read off the runs' own token
+# counts (the `D` column, each run's own C over 6N), not off the nominal budget: the extracted
+# runs do not sit exactly on their isoFLOP lines, and C_budget/(6N) would shift every ratio.
+# `fit_isoflop` does this by default — it uses a `tokens` or `D` column when the data has one and
+# falls back to C/(6N) only when it has neither; `tokens_rule` says which it used.
 
 # %%
 t0 = time.perf_counter()
-chin2 = scaling.fit_isoflop(chinchilla, n_col="N", loss_col="loss", n_bootstrap=n_boot)
+chin2 = scaling.fit_isoflop(
+    chinchilla, n_col="N", loss_col="loss", n_bootstrap=n_boot, seed=run.p.seed
+)
 chin2_s = time.perf_counter() - t0
-print(f"Approach 2 with {n_boot:,} bootstrap refits: {chin2_s:.2f} s")
+nominal = scaling.fit_isoflop(chinchilla, n_col="N", loss_col="loss", tokens_col=None)
+on_line = chinchilla.dropna(subset=["budget"])
+off = on_line.C / on_line.budget - 1
+print(f"Approach 2 with {n_boot:,} bootstrap refits: {chin2_s:.2f} s; D from {chin2.tokens_rule}")
+print(f"runs' C vs their budget: median {off.median():+.1%}, {off.min():+.0%} to {off.max():+.0%}")
+lo_c = chin2.budgets.budget.min()
+print(f"D/N at {lo_c:.0e}: {chin2.budgets.tokens_per_param.iloc[0]:.1f} from the runs' D, "
+      f"{nominal.budgets.tokens_per_param.iloc[0]:.1f} from C_budget/(6N)")  # fmt: skip
 chin2.budgets[["budget", "n_points", "n_opt", "d_opt", "tokens_per_param", "loss_opt", "flag"]]
 
 # %% [markdown]
@@ -418,9 +432,10 @@ sweep_runs.round({"val_bpb": 4, "wall_s": 1})
 # %%
 t0 = time.perf_counter()
 fits2 = {
-    c: scaling.fit_isoflop(sweep_runs, f"n_params_{c}", tokens_col="tokens", n_bootstrap=n_boot)
+    c: scaling.fit_isoflop(sweep_runs, f"n_params_{c}", n_bootstrap=n_boot, seed=run.p.seed)
     for c in CONVENTIONS
 }
+print(f"D_opt from the runs' own {fits2['matmul'].tokens_rule}")
 fit2_s, fit2 = time.perf_counter() - t0, fits2["matmul"]
 vertices = fit2.budgets[fit2.budgets.ok]
 print(f"Approach 2 on {len(sweep_runs)} runs × 3 conventions: {fit2_s:.2f} s")
@@ -442,7 +457,9 @@ optima = fit2.budgets.assign(
     tokens_per_param=plots.interval_column(fit2.budgets, "tokens_per_param", ".1f"),
 )
 shown = ["budget", "n_opt", "d_opt", "tokens_per_param", "loss_opt", "flag"]
-optima[shown].round({"d_opt": 0, "loss_opt": 4})
+display(optima[shown].round({"d_opt": 0, "loss_opt": 4}))
+expect(fit2.budgets.ok.all(), "each budget's runs trace a U whose minimum lies inside them",
+       preset=run.preset)  # fmt: skip
 
 # %% [markdown]
 # ## Approach 3 on our sweep, and how the two differ
@@ -457,7 +474,11 @@ optima[shown].round({"d_opt": 0, "loss_opt": 4})
 t0 = time.perf_counter()
 fits3 = {
     c: scaling.fit_approach3(
-        sweep_runs[f"n_params_{c}"], sweep_runs.tokens, sweep_runs.val_bpb, n_bootstrap=n_boot
+        sweep_runs[f"n_params_{c}"],
+        sweep_runs.tokens,
+        sweep_runs.val_bpb,
+        n_bootstrap=n_boot,
+        seed=run.p.seed,
     )
     for c in CONVENTIONS
 }
@@ -510,13 +531,21 @@ fig.show()
 # Approach 3 uses every run, the far arms of each U included, through one functional form: its
 # answer is only as good as that form across the whole range, and where the form fits the arms
 # poorly its optimum drifts away from the vertices. Where they agree, believe both; where they
-# disagree, the disagreement is part of the error bar.
-#
-# At `tiny` both put the best model at a few tens of thousands of matmul parameters and 30 to 36
-# tokens per parameter, with D growing a little faster than N (b > a). That is more than
-# Chinchilla's 20 or nanochat's 10.5 — but these are models of 5 to 200 thousand parameters with a
-# 512-token vocabulary, seven decades of compute below nanochat's, and nothing obliges a ratio to
-# hold across that range. What transfers is the method.
+# disagree, the disagreement is part of the error bar. What this run found, from the table above:
+
+# %%
+ratio2, ratio3 = float(fit2.tokens_per_param(c_mid)), float(a3_mid["ratio"])
+say(f"At C = {c_mid:.2g} Approach 2 puts the best model at {fit2.n_opt(c_mid):,.0f} matmul "
+    f"parameters and **{ratio2:.1f} tokens per parameter**, Approach 3 at "
+    f"{a3_mid['n_opt']:,.0f} and **{ratio3:.1f}**; in Approach 2 D grows "
+    f"{'faster' if fit2.b > fit2.a else 'slower'} than N (b = {fit2.b:.2f}, a = {fit2.a:.2f}). "
+    f"Chinchilla found ≈ 20 and nanochat ≈ 10.5 (`matmul`): ours are {ratio2 / 20:.1f}× and "
+    f"{ratio3 / 20:.1f}× Chinchilla's.")  # fmt: skip
+
+# %% [markdown]
+# Our models have 5 to 200 thousand parameters and a 512-token vocabulary at `tiny`, seven decades
+# of compute below nanochat's, and nothing obliges a ratio to hold across that range. What
+# transfers is the method.
 
 # %% [markdown]
 # ## Which N? The counting convention moves the ratio
@@ -542,7 +571,8 @@ pd.DataFrame(by_convention).rename_axis(f"at C = {c_mid:.2g}")
 # nanochat lived through exactly this. Its miniseries v1 (7 January 2026) counted **all**
 # parameters and found ≈ 8 tokens per parameter. Ten days later it added value embeddings — large
 # tables that add parameters but almost no FLOPs — and with all-parameter counting the ratio
-# "halved from 8 to 4": the models' appetite for data had not changed, the count of N had grown.
+# "halved from 8 to 4". That step changed the architecture as well as the count, so it does not
+# isolate the convention; much of it is the count of N growing, but the models changed too.
 # Recounted as `matmul` parameters (the transformer's matrices plus the output head: the
 # parameters that cost FLOPs) the same sweep gave ≈ 10.5, with N and D both growing about as
 # C^0.5; counting the transformer's matrices alone gave N ∝ C^0.70. nanochat's isoFLOP optima of
@@ -558,8 +588,19 @@ jan26.pivot(index="at_flops", columns="params_convention", values="value").renam
 # The same pattern runs through both tables: counting all parameters gives the smallest ratio
 # and the smallest exponent a; counting only the transformer's matrices gives the largest a (N
 # then grows fastest with compute, so the ratio falls with it); `matmul` lies between — in
-# nanochat's sweep and, at `tiny`, in ours. Before comparing a ratio with someone else's, ask
+# nanochat's sweep and, checked here, in ours. Before comparing a ratio with someone else's, ask
 # what they counted.
+
+# %%
+a_of = {c: fits2[c].a for c in CONVENTIONS}
+ratio_of = {c: float(fits2[c].tokens_per_param(c_mid)) for c in CONVENTIONS}
+shown_a = ", ".join(f"{c} {a_of[c]:.2f}" for c in CONVENTIONS)
+expect(ratio_of["all"] == min(ratio_of.values()),
+       f"counting all parameters gives our smallest ratio ({ratio_of['all']:.1f})",
+       preset=run.preset)  # fmt: skip
+expect(a_of["all"] <= a_of["matmul"] <= a_of["non_embedding"],
+       f"our `matmul` exponent a lies between the other two conventions' ({shown_a})",
+       preset=run.preset)  # fmt: skip
 
 # %% [markdown]
 # ## Ours beside nanochat's and Chinchilla's
@@ -653,10 +694,10 @@ else:
 #
 # The family is the sweep's own — the same dial, tokenizer and recipe — and each model trains at
 # the ratio Approach 2 fitted (`matmul`), evaluated at the compute that model itself spends (the
-# ratio drifts with C as C^(b−a), so ratio and compute are solved together). The smaller models
-# land inside the sweep's budgets; the largest lands beyond them, a prediction the sweep never
-# saw. A ratio measured on one family is only a hypothesis for another: chapter 3's models, with
-# their 4,096-token vocabulary, would need a sweep of their own.
+# ratio drifts with C as C^(b−a), so ratio and compute are solved together). Where each model
+# lands against the sweep's budgets is printed under the plan; the largest lands beyond them, a
+# prediction the sweep never saw. A ratio measured on one family is only a hypothesis for
+# another: chapter 3's models, with their 4,096-token vocabulary, would need a sweep of their own.
 
 # %%
 family_dir = run.path("miniseries")  # this chapter's `miniseries` artifact
@@ -670,7 +711,13 @@ family_plan = sweep.plan_family(family_base, run.p.family_depths, ratio, vocab_s
 est_s = family_plan.est_s.sum()
 print(f"{len(family_plan)} models, {family_plan.flops.sum():.3g} FLOPs, ≈ {est_s:.0f} s")
 shown = ["depth", "n_params_matmul", "num_steps", "tokens", "tokens_per_param", "flops", "est_s"]
-family_plan[shown].round({"tokens_per_param": 1, "est_s": 1})
+display(family_plan[shown].round({"tokens_per_param": 1, "est_s": 1}))
+lands = ", ".join(f"d{r.depth} at {r.flops / max(budgets):.2g}×"
+                  for r in family_plan.itertuples())  # fmt: skip
+say(f"Against the largest budget ({max(budgets):.2g} FLOPs): {lands}; the sweep's budgets span "
+    f"{min(budgets) / max(budgets):.2g}× to 1×.")  # fmt: skip
+expect(family_plan.flops.max() > max(budgets), "the largest model lands beyond the sweep's budgets",
+       preset=run.preset)  # fmt: skip
 
 # %%
 t0 = time.perf_counter()
@@ -710,8 +757,9 @@ fig.show()
 # %%
 crossing = sweep.curve_crossings(val_curves)
 crossed = list(crossing.index[crossing.cross.astype(bool)])
-print("curves that cross: " + (", ".join(crossed) if crossed else "none"))
-crossing
+display(crossing)
+expect(not crossed, "trained at the fitted ratio, the miniseries' validation curves stack without "
+       f"crossing (crossing: {', '.join(crossed) or 'none'})", preset=run.preset)  # fmt: skip
 
 # %% [markdown]
 # ### The bits-per-byte frontier
@@ -719,8 +767,8 @@ crossing
 # The frontier is the best bits per byte a family of models reaches at each compute. Measured, it
 # is the best run of each of our budgets; between and beyond them, each fit predicts it —
 # Approach 2 as a power law through its vertices' losses, Approach 3 as the minimum of L(N, D)
-# along our dial. The miniseries tests both: models trained where the fit said, the smaller ones
-# inside the sweep's budgets, the largest beyond them. Beside ours, nanochat's miniseries (eleven
+# along our dial. The miniseries tests both: models trained where the fit said, the largest
+# beyond the sweep's budgets. Beside ours, nanochat's miniseries (eleven
 # models, d10…d20 on FineWeb-Edu, 8×H100, FLOPs by nanochat's count): the same dial seven decades
 # of compute apart. Bits per byte compare across tokenizers; across datasets only roughly.
 
@@ -755,14 +803,30 @@ for method in ("Approach 2", "Approach 3"):
 print(f"Approach 3's irreducible loss E = {fit3.E:.3f} bpb")
 tested.round(4)
 
+# %%
+errors = tested.filter(like="error")
+inside = errors[(family.flops <= max(budgets)).to_numpy()]
+if inside.empty:
+    say("No model of this miniseries lies inside the sweep's budgets: each one tests an "
+        "extrapolation.")  # fmt: skip
+else:
+    worst = float(inside.abs().max().max())
+    expect(worst < 0.1, "inside the sweep's budgets both fits predict the miniseries' bits per "
+           f"byte within a tenth of a bit (worst {worst:.3f})", preset=run.preset)  # fmt: skip
+top = errors.iloc[-1]
+say(f"The largest model (d{errors.index[-1]}, {tested['× largest budget'].iloc[-1]:g}× the "
+    f"largest budget): Approach 2 is off by {top.iloc[0]:+.3f} bpb, Approach 3 by "
+    f"{top.iloc[1]:+.3f}; its {tested['measured bpb'].iloc[-1]:.3f} bpb is "
+    f"{tested['measured bpb'].iloc[-1] - fit3.E:+.3f} from Approach 3's floor E.")  # fmt: skip
+
 # %% [markdown]
 # Read the error columns (predicted − measured; positive: the model did better than predicted).
-# Where the miniseries lies inside the sweep's budgets both fits should be within a few
-# hundredths of a bit; a model beyond the largest budget is the real test. There the fits part:
+# Where the miniseries lies inside the sweep's budgets both fits should be within a tenth of a bit
+# (checked above); a model beyond the largest budget is the real test. There the fits part:
 # Approach 2 extrapolates only the optima's power law, while Approach 3 carries its irreducible
 # loss E — pinned by budgets within a factor of four of each other — and a model a few times
-# beyond them can come close to E or even pass below it, which the law says is impossible. At
-# `tiny` compare E printed above with the largest model's bits per byte. That is why nanochat and
+# beyond them can come close to E or even pass below it, which the law says is impossible: the
+# line above says how close this run's largest model came. That is why nanochat and
 # Chinchilla sweep over one to two decades of compute before trusting an extrapolation, and why
 # a frontier measured on one family of models is only a hypothesis for another (chapter 3's
 # 4,096-token models would need a sweep of their own).
@@ -777,10 +841,10 @@ tested.round(4)
 # faster, and fewer, larger heads were usually faster. nanochat's dial bakes the lessons in:
 # width 64 × depth in heads of 128 channels, the vocabulary padded to a multiple of 64.
 #
-# The rule: **measure tokens per second per shape** before a long run. Here, with the throughput
-# bench at a fixed depth: widths on and off round numbers, and one width cut into different
-# numbers of heads. On a CPU the differences are small and noisy; at the GPU presets the same cell
-# times GPU shapes.
+# The rule: **measure tokens per second per shape** before a long run. Here, with the same
+# measurement as the planner's, at a fixed depth: widths on and off round numbers, and one width
+# cut into different numbers of heads. On a CPU the differences are small and noisy; at the GPU
+# presets the same cell times GPU shapes.
 
 # %%
 shape_rows = []
@@ -858,11 +922,13 @@ run.finish(
 # - Our isoFLOP sweep is planned from measured speed, survives being killed, and shows a U per
 #   budget; Approaches 2 and 3 turn it into exponents and a tokens-per-parameter ratio, with
 #   bootstrap intervals that say how far three budgets can be trusted.
-# - A ratio is a statement about a counting convention as much as about models: counting
-#   embeddings or not moved nanochat's from 8 to 4 to 10.5 with no change in what its models needed.
+# - A ratio is a statement about a counting convention as much as about models: nanochat's went
+#   from 8 to 4 when value embeddings (an architecture change, nearly free in FLOPs) swelled the
+#   all-parameter count, and to 10.5 when the same runs were recounted as `matmul` parameters.
 # - A miniseries trained at the fitted ratio tests the fit: its loss curves stack without
-#   crossing, inside the sweep both fits predict its bits per byte, and beyond the sweep the
-#   extrapolations part — the parametric law's floor E is the first thing to break.
+#   crossing and, inside the sweep, both fits predict its bits per byte (both checked above);
+#   beyond the sweep the extrapolations part, and the parametric law's floor E, pinned by
+#   budgets a factor of four apart, is the weakest part of an extrapolation.
 # - A model's shape decides how fast its FLOPs run: measure tokens per second per shape before a
 #   long run.
 #

@@ -7,9 +7,17 @@ get a banner that says why, and failed or missing chapters get a placeholder pag
 the command that makes them. Beside the chapters come `index.html` (table of contents) and
 `report.html` (one row per manifest: cost and headline metrics).
 
+Each chapter page also gets: its executed notebook to download (`notebooks/<slug>.ipynb`), an
+"on this page" outline of its headings, and an entry in the book's offline search index
+(`assets/search-index.js`, read by MiniSearch in the browser). Outputs show paths as
+`runs/<preset>/<chapter>/…` (never the temporary folder a run executed in), HTML outputs and
+widget HTML are sanitised (`nanolib.html.sanitize`), and every page carries a Content Security
+Policy that allows no inline script and nothing from the network.
+
 Everything a page loads lives in `_book/assets/`, copied once per build: plotly.min.js from the
-plotly wheel, MathJax 3 and the Jupyter widget HTML manager from `node_modules/` (declared in the
-repository's package.json; `npm ci` installs them), and the CSS/JS in `nanolib/templates/static/`.
+plotly wheel, MathJax 3, the Jupyter widget HTML manager and MiniSearch from `node_modules/`
+(declared in the repository's package.json; `npm ci` installs them), and the CSS/JS in
+`nanolib/templates/static/`.
 The book is built in a temporary sibling directory and swapped in at the end, so a crash never
 leaves half a book behind.
 """
@@ -21,16 +29,18 @@ import math
 import os
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 from nanolib import __version__
 from nanolib.config import Book, Chapter, load_book
 from nanolib.files import atomic_dir
-from nanolib.runs import RunState, run_state, runs_root
+from nanolib.html import sanitize
+from nanolib.runs import RunState, run_dir_for, run_state, runs_root
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -54,8 +64,33 @@ NODE_ASSETS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         "widgets",
         ("embed.js", "embed.js.LICENSE.txt", "*.woff2", "*.woff", "*.ttf"),
     ),
+    ("minisearch", "minisearch", ("LICENSE.txt",)),
+    ("minisearch/dist/umd", "minisearch", ("index.js",)),
 )
-NODE_REQUIRED = ("mathjax/es5/tex-chtml-full.js", "@jupyter-widgets/html-manager/dist/embed.js")
+NODE_REQUIRED = (
+    "mathjax/es5/tex-chtml-full.js",
+    "@jupyter-widgets/html-manager/dist/embed.js",
+    "minisearch/dist/umd/index.js",
+)
+
+# Only the book's own files run: no inline script or event handler, nothing from the network
+# (file: for a book opened from disk, 'self' for one served over http). 'unsafe-eval': the widget
+# manager compiles its JSON schemas with `new Function`. Plotly and MathJax set inline styles.
+CSP = "; ".join(
+    (
+        "default-src 'none'",
+        "script-src 'self' file: 'unsafe-eval'",
+        "style-src 'self' file: 'unsafe-inline'",
+        "img-src 'self' file: data: blob:",
+        "font-src 'self' file: data:",
+        "connect-src 'self' file: data: blob:",
+        "media-src 'self' file: data:",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "object-src 'none'",
+        "frame-src 'none'",
+    )
+)
 
 _MATH = re.compile(r"\$|\\\(|\\\[|\\begin\{")
 
@@ -101,13 +136,16 @@ def build_book(
             pages.render("index.html.j2", "index", Uses(), preset_info=preset_info),
             encoding="utf-8",
         )
+        search: list[dict[str, str]] = []
         for ch in book.chapters:
-            html = _chapter_page(pages, book, ch, preset, states[ch.slug])
+            html, sections = _chapter_page(pages, book, ch, preset, states[ch.slug], tmp)
             (tmp / f"{ch.slug}.html").write_text(html, encoding="utf-8")
+            search += _search_docs(ch, sections)
         groups = _report_groups(book, preset, states)
         (tmp / "report.html").write_text(
             pages.render("report.html.j2", "report", Uses(), groups=groups), encoding="utf-8"
         )
+        _write_search_index(tmp / "assets" / "search-index.js", search)
     return out
 
 
@@ -123,8 +161,8 @@ def node_modules(book: Book | None = None) -> Path:
         if all((folder / rel).is_file() for rel in NODE_REQUIRED):
             return folder
     raise BookBuildError(
-        f"the book's browser assets (MathJax, widget manager) are not installed: run `npm ci` in "
-        f"{REPO_ROOT} (it installs package-lock.json into node_modules/)"
+        f"the book's browser assets (MathJax, widget manager, MiniSearch) are not installed: run "
+        f"`npm ci` in {REPO_ROOT} (it installs package-lock.json into node_modules/)"
     )
 
 
@@ -161,7 +199,8 @@ def _plotly_js() -> Path:
 
 @lru_cache(maxsize=1)
 def _jupyter_css() -> str:
-    """JupyterLab's notebook styles (from the lab template) and the code highlighting styles."""
+    """JupyterLab's notebook styles (from the lab template; its dark theme where the reader's
+    system prefers dark) and the code highlighting styles (which follow the theme's variables)."""
     from jupyterlab_pygments import JupyterStyle
     from pygments.formatters import HtmlFormatter
 
@@ -176,6 +215,9 @@ def _jupyter_css() -> str:
     parts = [
         (lab / "static/index.css").read_text(),
         (lab / "static/theme-light.css").read_text(),
+        "@media (prefers-color-scheme: dark) {",
+        (lab / "static/theme-dark.css").read_text(),
+        "}",
         HtmlFormatter(style=JupyterStyle).get_style_defs(".highlight"),
     ]
     return "\n".join(parts)
@@ -189,17 +231,23 @@ def _exporter():
     """One HTMLExporter for every chapter of every build (compiling templates is the slow part)."""
     from nbconvert import HTMLExporter
 
-    return HTMLExporter(
+    exporter = HTMLExporter(
         template_name="nanobook",
         extra_template_basedirs=[str(TEMPLATES)],
         exclude_input_prompt=True,
         exclude_output_prompt=True,
         embed_images=True,
     )
+    exporter.register_filter("sanitize_html", _sanitize_output)
+    return exporter
 
 
-def _chapter_page(pages: _Pages, book: Book, ch: Chapter, preset: str, state: RunState) -> str:
+def _chapter_page(
+    pages: _Pages, book: Book, ch: Chapter, preset: str, state: RunState, out: Path
+) -> tuple[str, list[Section]]:
+    """The chapter's page, and its sections (for the search index; none unless it has a run)."""
     failed = runs_root() / preset / f"{ch.slug}.failed.ipynb"
+    shown = state.status in ("ok", "stale") and state.notebook is not None
     context: dict[str, Any] = {
         "state": state,
         "command": f"nanobook run {ch.number} --preset {preset}",
@@ -207,23 +255,40 @@ def _chapter_page(pages: _Pages, book: Book, ch: Chapter, preset: str, state: Ru
         "failed_notebook": _shown_path(failed, book) if failed.exists() else None,
         "chapter_label": _label(ch.number),
         "source": _shown_path(ch.file, book),
+        "download": f"notebooks/{ch.slug}.ipynb" if shown else None,
         "body": None,
         "top_in_body": False,
+        "outline": [],
     }
-    uses = Uses()
-    if state.status in ("ok", "stale") and state.notebook is not None:
+    uses, sections = Uses(), []
+    if shown:
+        nb = _shown_notebook(state.notebook, book, ch, preset)
+        (out / "notebooks").mkdir(exist_ok=True)
+        text = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"  # nbformat's layout
+        (out / context["download"]).write_text(text, encoding="utf-8")
         top = pages.render_partial("_top.html.j2", **context)
-        context["body"], context["top_in_body"], uses = _render_notebook(state.notebook, ch, top)
-    return pages.render("chapter.html.j2", ch.slug, uses, **context)
+        context["body"], context["top_in_body"], uses = _render_notebook(nb, ch, top)
+        sections = _outline(context["body"])
+        context["outline"] = [s for s in sections if s.level in (2, 3) and s.id]
+    return pages.render("chapter.html.j2", ch.slug, uses, **context), sections
 
 
-def _render_notebook(path: Path, ch: Chapter, top: str) -> tuple[str, bool, Uses]:
-    """The executed notebook as an HTML fragment with `top` (banner, run card) right under the
-    chapter's title cell; whether it found that cell; and which assets the page needs."""
+def _shown_notebook(path: Path, book: Book, ch: Chapter, preset: str):
+    """The executed notebook as the book shows and offers it: paths as the reader will find
+    them, widget HTML sanitised."""
     import nbformat
-    from markupsafe import Markup
 
     nb = nbformat.read(path, as_version=4)
+    _show_final_paths(nb, book, ch, preset)
+    _sanitize_widgets(nb)
+    return nb
+
+
+def _render_notebook(nb, ch: Chapter, top: str) -> tuple[str, bool, Uses]:
+    """The notebook as an HTML fragment with `top` (banner, run card) right under the chapter's
+    title cell; whether it found that cell; and which assets the page needs."""
+    from markupsafe import Markup
+
     title = next(
         (c for c in nb.cells if c.cell_type == "markdown" and c.source.lstrip().startswith("# ")),
         None,
@@ -235,7 +300,193 @@ def _render_notebook(path: Path, ch: Chapter, top: str) -> tuple[str, bool, Uses
         "nanobook_top": top,
     }
     body, _ = _exporter().from_notebook_node(nb, resources=resources)
+    if title is not None:
+        del title.metadata["nanobook_title"]
     return Markup(body), title is not None, _uses(nb)
+
+
+# ---- what outputs show -----------------------------------------------------------------------
+
+# A chapter executes in a temporary folder beside its run (runs/<preset>/.<slug>.partial…) and is
+# moved into place when it succeeds: what it printed names the folder it ran in.
+_PARTIAL = re.compile(r"(?<![\w.])\.(\d\d[\w-]*)\.partial[^/\\\s'\"<>]*")
+WIDGET_HTML_MODELS = {"HTMLModel", "HTMLMathModel"}
+
+
+def _show_final_paths(nb, book: Book, ch: Chapter, preset: str) -> None:
+    """Rewrite the paths in outputs (and the injected parameters) to where the run now lives:
+    `runs/<preset>/<slug>/…` for the runs folder, book-relative for the rest of the book."""
+    final = f"runs/{preset}/{ch.slug}"
+    pm = nb.metadata.get("papermill", {})
+    work = (pm.get("parameters") or {}).get("run_dir")
+    swaps = [(str(run_dir_for(ch.slug, preset)), final)]
+    if work:
+        swaps.insert(0, (str(work), final))
+    swaps += [(str(runs_root()), "runs"), (str(book.root) + os.sep, "")]
+
+    def fix(text: str) -> str:
+        for old, new in swaps:
+            text = text.replace(old, new)
+        return _PARTIAL.sub(r"\1", text)
+
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        if "injected-parameters" in cell.metadata.get("tags", []) and work:
+            cell.source = re.sub(
+                r"^run_dir = .*$",
+                f"run_dir = None  # nanobook ran it in a temporary folder, now {final}",
+                cell.source,
+                flags=re.M,
+            )
+        for output in cell.get("outputs", []):
+            if "text" in output:
+                output["text"] = fix(output["text"])
+            if "traceback" in output:
+                output["traceback"] = [fix(line) for line in output["traceback"]]
+            for mime, value in output.get("data", {}).items():
+                if mime.startswith("text/") and isinstance(value, str):
+                    output["data"][mime] = fix(value)
+    for key in ("input_path", "output_path"):
+        if isinstance(pm.get(key), str):
+            pm[key] = fix(pm[key])
+    if work and isinstance(pm.get("parameters"), dict):
+        pm["parameters"]["run_dir"] = None
+
+
+def _sanitize_widgets(nb) -> None:
+    """The saved state of HTML widgets (tqdm's labels, say) is HTML the widget manager inserts."""
+    state = nb.metadata.get("widgets", {}).get(WIDGET_STATE_MIME, {}).get("state", {})
+    for model in state.values():
+        values = model.get("state", {})
+        if model.get("model_name") in WIDGET_HTML_MODELS and isinstance(values.get("value"), str):
+            values["value"] = sanitize(values["value"])
+        if values.get("description_allow_html") and isinstance(values.get("description"), str):
+            values["description"] = sanitize(values["description"])
+
+
+# ---- outline and search ----------------------------------------------------------------------
+
+
+@dataclass
+class Section:
+    """A heading of a rendered chapter and the prose and code under it (up to the next one)."""
+
+    id: str | None
+    title: str
+    level: int
+    text: str = ""
+    parts: list[str] = field(default_factory=list)  # the text while it is being read
+
+
+_VOID = frozenset("area base br col embed hr img input link meta source track wbr".split())
+_HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4}
+_BLOCKS = {"p", "li", "td", "th", "tr", "div", "pre", "dd", "dt", "blockquote", "table"}
+# The parts of a rendered cell that are the chapter's own words: its markdown and its code.
+_TEXT_CLASSES = ("jp-RenderedMarkdown", "jp-InputArea-editor")
+
+
+class _OutlineParser(HTMLParser):
+    """Headings and the text under each, from a rendered notebook's markdown and code."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.sections = [Section(None, "", 0)]
+        self.new_cell()
+
+    def new_cell(self) -> None:
+        """Forget open tags (a cell is fed without its outputs, so its tags may not close)."""
+        self.reset()
+        self.stack: list[tuple[str, bool, bool]] = []  # (tag, opens text, skipped)
+        self.in_text = 0
+        self.skip = 0  # inside a heading's anchor link (¶), a <script> or a <style>
+        self.heading: Section | None = None
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag in _VOID:
+            if tag == "br" and self.in_text and self.heading is None:
+                self.sections[-1].parts.append(" ")
+            return
+        classes = dict(attrs).get("class") or ""
+        opens = any(c in classes for c in _TEXT_CLASSES)
+        skipped = tag in ("script", "style") or "anchor-link" in classes
+        self.stack.append((tag, opens, skipped))
+        self.in_text += opens
+        self.skip += skipped
+        if tag in _HEADINGS and self.in_text and not self.skip:
+            self.heading = Section(dict(attrs).get("id"), "", _HEADINGS[tag])
+            self.sections.append(self.heading)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _BLOCKS and self.in_text and self.heading is None:
+            self.sections[-1].parts.append(" ")  # words of adjacent blocks stay apart
+        if all(t != tag for t, _, _ in self.stack):
+            return
+        while self.stack:
+            t, opens, skipped = self.stack.pop()
+            self.in_text -= opens
+            self.skip -= skipped
+            if t in _HEADINGS and self.heading is not None:
+                self.heading.title = " ".join(self.heading.title.split())
+                self.heading = None
+            if t == tag:
+                return
+
+    def handle_data(self, data: str) -> None:
+        if self.skip or not self.in_text:
+            return
+        if self.heading is not None:
+            self.heading.title += data
+        else:
+            self.sections[-1].parts.append(data)
+
+
+_CELL_START = re.compile(r'(?=<div class="jp-Cell )')
+_OUTPUTS_START = '<div class="jp-Cell-outputWrapper"'
+
+
+def _outline(body: str) -> list[Section]:
+    """The sections of a rendered chapter, in order (the first: text before any heading)."""
+    parser = _OutlineParser()
+    # Only the cells' inputs are read (outputs are most of a page's markup and stay out of the
+    # index): cell by cell, each cut before its outputs.
+    for cell in _CELL_START.split(str(body)):
+        parser.new_cell()
+        parser.feed(cell.split(_OUTPUTS_START, 1)[0])
+        parser.close()
+    for section in parser.sections:
+        section.text, section.parts = " ".join("".join(section.parts).split()), []
+    return [s for s in parser.sections if s.title or s.text]
+
+
+def _search_docs(ch: Chapter, sections: list[Section]) -> list[dict[str, str]]:
+    """One search document per section of a chapter; a chapter without a run gets its title."""
+    chapter = f"{_label(ch.number)}. {ch.title}"
+    if not sections:
+        return [{"href": f"{ch.slug}.html", "chapter": chapter, "section": "", "text": ""}]
+    return [
+        {
+            "href": f"{ch.slug}.html" + (f"#{s.id}" if s.id and s.level > 1 else ""),
+            "chapter": chapter,
+            "section": s.title,
+            "text": s.text,
+        }
+        for s in sections
+    ]
+
+
+def _write_search_index(path: Path, docs: list[dict[str, str]]) -> None:
+    """The index as a script (pages opened from file:// cannot fetch JSON): documents only;
+    the browser builds the MiniSearch index from them when the reader first searches."""
+    for i, doc in enumerate(docs):
+        doc["id"] = str(i)
+    data = json.dumps(docs, ensure_ascii=False, separators=(",", ":"))
+    data = data.replace("</", "<\\/")  # a "</script>" in the text must not end anything
+    path.write_text(f"window.NANOBOOK_SEARCH_DOCS = {data};\n", encoding="utf-8")
+
+
+def _sanitize_output(fragment: str) -> str:
+    return sanitize(fragment)  # looked up at each call (a test swaps it for a control)
 
 
 def _uses(nb) -> Uses:
@@ -345,6 +596,7 @@ class _Pages:
             "toc": toc,
             "built": built,
             "nanolib_version": __version__,
+            "csp": CSP,
         }
         self.order = order
 

@@ -250,8 +250,9 @@ def parse_conversation(tokenizer: Tokenizer, ids: Sequence[int]) -> list[dict[st
                     j += 1
                 parts.append({"type": "text", "text": tokenizer.decode(ids[i:j])})
                 i = j
-                token = names.get(ids[i]) if i < len(ids) else None
-                i += 1
+                if i == len(ids):
+                    raise ConversationError("the last assistant turn has no <|assistant_end|>")
+                token, i = names[ids[i]], i + 1
                 if token == "<|assistant_end|>":
                     break
                 if token == "<|python_start|>":

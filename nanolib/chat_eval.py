@@ -3,28 +3,36 @@
 
 Categorical: prime the model with the question up to `<|assistant_start|>` and read the logits
 of its next token restricted to the choice letters; the largest wins (no sampling). Generative:
-a completion (written by the engine, with tool use) is checked against the reference, GSM8K's
-way: the number after `####`, commas stripped. ChatCORE is the mean over tasks of the centred
-accuracy (accuracy − baseline) / (1 − baseline), the baseline being random guessing: 1/choices
-for categorical tasks, 0 for generative ones.
+the engine writes a greedy completion, calling tools as it goes (`greedy_completions`), and the
+completion is checked: GSM8K's way for word problems (the number after `####`, commas
+stripped), and for HumanEval by running the code with the problem's tests in the sandbox
+(`humaneval_passes`). `evaluate_tasks` scores any list of tasks of both kinds. ChatCORE is the
+mean over tasks of the centred accuracy (accuracy − baseline) / (1 − baseline), the baseline
+being random guessing: 1/choices for categorical tasks, 0 for generative ones. Every accuracy
+comes with its item count and a 95% Wilson interval (`EvalResult`).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 from nanolib.chat import messages_of, render_for_completion
 from nanolib.device import autocast_context
+from nanolib.engine import Engine
 from nanolib.model import unwrap_model
-from nanolib.tasks import extract_answer
+from nanolib.sandbox import humaneval_program, run_python
+from nanolib.tasks import Task, extract_answer
 from nanolib.tokenizer import Tokenizer
+from nanolib.tools import Tool, calculator
 
 Record = Mapping[str, Any]
 
@@ -220,3 +228,115 @@ def evaluate_generative(
         raise ValueError("nothing to evaluate: no records")
     correct = sum(bool(check(r, complete(r))) for r in records)
     return EvalResult(_name(records, name), "generative", len(records), correct, 0.0)
+
+
+CODE_FENCE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)(?:```|$)", re.DOTALL)
+
+
+def extract_code(completion: str) -> str:
+    """The code of a completion: its first fenced block if it has one, else all of it."""
+    match = CODE_FENCE.search(completion)
+    return match.group(1) if match else completion
+
+
+def humaneval_passes(record: Record, completion: str, timeout_s: float = 10.0) -> bool:
+    """Whether the completion's code passes the problem's tests, run in the sandbox.
+
+    The program is the prompt, the code, the tests and `check(entry_point)`: a completion that
+    continues the prompt's function body and one that writes the whole function again both run.
+    """
+    for key in ("prompt", "test", "entry_point"):
+        if key not in record:
+            raise ValueError(f"a HumanEval record needs {key!r}; it has {sorted(record)}")
+    program = humaneval_program(dict(record), extract_code(completion))
+    return run_python(program, timeout_s=timeout_s).ok
+
+
+def check_for(record: Record) -> Callable[[Record, str], bool]:
+    """How a generative record's completion is graded: tests for code, else the `####` answer."""
+    return humaneval_passes if "entry_point" in record else answer_is_correct
+
+
+def greedy_completions(
+    engine: Engine, records: Sequence[Record], max_new_tokens: int, batch_size: int = 32
+) -> list[str]:
+    """The engine's greedy reply to each record (tools run mid-answer), as text.
+
+    Prompts are batched by length; a batch gets max_new_tokens or what fits after its longest
+    prompt in the model's context. A prompt that leaves no room at all gets an empty reply.
+    The reply stops at `<|assistant_end|>`, which is not part of the text.
+    """
+    tokenizer = engine.tokenizer
+    if tokenizer is None:
+        raise ValueError("generative eval needs an engine with a tokenizer")
+    if max_new_tokens < 1 or batch_size < 1:
+        raise ValueError(
+            f"need max_new_tokens ≥ 1 and batch_size ≥ 1, got {max_new_tokens}, {batch_size}"
+        )
+    seq_len = engine.config.seq_len
+    prompts = [render_for_completion(tokenizer, r) for r in records]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    fits = [i for i in order if len(prompts[i]) < seq_len]
+    stops = set(engine.default_stop_tokens)
+    out = [""] * len(prompts)
+    for start in range(0, len(fits), batch_size):
+        batch = fits[start : start + batch_size]
+        room = min(max_new_tokens, seq_len - len(prompts[batch[-1]]))
+        gen = engine.generate_many([prompts[i] for i in batch], 1, room, temperature=0.0)
+        for i, tokens in zip(batch, gen.tokens):
+            if tokens and tokens[-1] in stops:
+                tokens = tokens[:-1]
+            out[i] = tokenizer.decode(tokens)
+    return out
+
+
+def evaluate_generative_task(
+    engine: Engine,
+    records: Sequence[Record],
+    max_new_tokens: int = 512,
+    batch_size: int = 32,
+    name: str | None = None,
+) -> tuple[EvalResult, list[str]]:
+    """Greedy completions of a generative task, graded by `check_for`; the result and replies."""
+    records = list(records)
+    if not records:
+        raise ValueError("nothing to evaluate: no records")
+    replies = greedy_completions(engine, records, max_new_tokens, batch_size)
+    by_position = iter(replies)
+    result = evaluate_generative(
+        records, lambda r: next(by_position), lambda r, c: check_for(r)(r, c), name
+    )
+    return result, replies
+
+
+def evaluate_tasks(
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    tasks: Sequence[Task],
+    max_items: int | None = None,
+    max_new_tokens: int = 512,
+    batch_size: int = 32,
+    tools: Mapping[str, Tool] | None = None,
+    seed: int = 0,
+) -> list[EvalResult]:
+    """Score a model on each task (all of it, or max_items records picked with seed).
+
+    Generative answers may call `tools` (default: the calculator alone, as nanochat's evals).
+    ChatCORE over all of them is `chatcore(results)`.
+    """
+    engine = Engine(model, tokenizer, {"calculator": calculator} if tools is None else tools)
+    results = []
+    for task in tasks:
+        if task.kind == "chat":
+            raise ValueError(f"task {task.name!r} is conversations: it has no answers to score")
+        if max_items is not None and max_items < len(task):
+            picked = np.random.default_rng(seed).permutation(len(task))[:max_items]
+            task = task.select(sorted(int(i) for i in picked))
+        if task.kind == "categorical":
+            results.append(evaluate_categorical(model, tokenizer, task, task.name, batch_size))
+        else:
+            result, _ = evaluate_generative_task(
+                engine, task, max_new_tokens, batch_size, task.name
+            )
+            results.append(result)
+    return results

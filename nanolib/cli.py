@@ -1,4 +1,4 @@
-"""`nanobook`: run chapters, build the book, show what runs/ holds."""
+"""`nanobook`: run chapters, build the book, show what runs/ holds, chat with a model."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import time
 
 import yaml
 
+from nanolib.chat_cli import add_chat_parser
 from nanolib.config import BookConfigError, load_book
 from nanolib.procs import AlreadyRunningError, Interrupted, raise_on_signals
-from nanolib.runs import ArtifactMissingError, run_state
+from nanolib.runs import ArtifactCorruptError, ArtifactMissingError, run_state
 
 
 def _parse_overrides(pairs: list[list[str]] | None) -> dict:
@@ -167,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="show each chapter's run state")
     s.add_argument("--preset", default=None)
     s.set_defaults(func=cmd_status)
+
+    add_chat_parser(sub)
     return p
 
 
@@ -180,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         rc = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, not at exit
         return rc
-    except (BookConfigError, ArtifactMissingError) as e:
+    except (BookConfigError, ArtifactMissingError, ArtifactCorruptError) as e:
         print(f"nanobook: error: {e}", file=sys.stderr)
         return 2
     except AlreadyRunningError as e:

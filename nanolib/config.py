@@ -88,12 +88,19 @@ RANGES: dict[str, Range] = {
     "warmup_steps": AT_LEAST_0,
     "warmdown_ratio": FRACTION,
     "final_lr_frac": FRACTION,
-    "eval_every": AT_LEAST_1,
+    "eval_every": AT_LEAST_0,  # 0: at the start and the end only
     "eval_tokens": AT_LEAST_1,
     "checkpoint_every": AT_LEAST_0,  # 0: only the final checkpoint
     "num_samples": AT_LEAST_0,
     "sample_tokens": AT_LEAST_1,
     "bigram_max_tokens": AT_LEAST_1,
+    # chat: SFT, its evals, RL
+    "lr_frac": AT_LEAST_0,  # × the previous stage's learning rates
+    "val_per_task": AT_LEAST_1,
+    "eval_items": AT_LEAST_1,
+    "max_new_tokens": AT_LEAST_1,
+    "eval_batch_size": AT_LEAST_1,
+    "temperature": AT_LEAST_0,
     # scaling sweep and miniseries
     "sweep_budgets": POSITIVE,
     "sweep_depths": AT_LEAST_1,
@@ -109,6 +116,22 @@ RANGES: dict[str, Range] = {
     "max_per_task": AT_LEAST_1,
     "mfu": Range(lo=0, hi=1, lo_open=True),
     "dollars_per_gpu_hour": AT_LEAST_0,
+    # RL
+    "task": Range(choices=("tiny_arithmetic", "gsm8k")),  # generative tasks with an answer
+    "num_epochs": POSITIVE,
+    "problems_per_step": AT_LEAST_1,
+    "top_k": AT_LEAST_1,
+    "eval_problems": AT_LEAST_0,
+    "eval_samples": AT_LEAST_0,
+    "survey_problems": AT_LEAST_1,
+    "demo_steps": AT_LEAST_1,
+    # inference
+    "chat_model": Range(choices=("rl", "sft", "base")),  # nanolib.chat_models.KINDS
+    "context_lengths": Range(lo=2),  # a cached step needs at least one token before it
+    "timing_repeats": AT_LEAST_1,
+    "decode_tokens": AT_LEAST_1,
+    "temperatures": POSITIVE,
+    "top_p": Range(lo=0, hi=1, lo_open=True),
 }
 
 

@@ -64,7 +64,10 @@ from nanolib.files import DownloadError as DownloadError  # re-exported: downloa
 from nanolib.files import (
     atomic_write_json,
     atomic_write_text,
+    check_file_manifest,
     download_file,
+    file_manifest,
+    read_json,
     replace_dir,
     sha256_file,
 )
@@ -78,6 +81,7 @@ EVAL_BUNDLE_URL = "https://karpathy-public.s3.us-west-2.amazonaws.com/eval_bundl
 TASKS_CSV = "data/core/core_tasks.csv"
 TINY_BUNDLE = "data/core/tiny_bundle"
 BUNDLE_YAML = "core.yaml"
+BUNDLE_MANIFEST = "MANIFEST.json"  # each file's size and sha256, checked by load_bundle
 META_CSV = "eval_meta_data.csv"
 REQUIRED_FIELDS = {
     "multiple_choice": {"query": str, "choices": list, "gold": int},
@@ -280,8 +284,23 @@ def _spec_from_yaml(entry: Any, where: str, known: dict[str, TaskSpec], meta: di
     )
 
 
+def write_bundle_manifest(root: str | Path) -> None:
+    """Record every file of a bundle (size, sha256) in its MANIFEST.json, checked on load."""
+    atomic_write_json(Path(root) / BUNDLE_MANIFEST, file_manifest(root, skip=(BUNDLE_MANIFEST,)))
+
+
+def _bundle_fix(root: Path) -> str:
+    if root.resolve() == tiny_bundle_dir().resolve():
+        return (
+            "restore it with `git checkout data/core/tiny_bundle`, or rebuild it with "
+            "`python data/core/make_tiny_bundle.py`"
+        )
+    return f"delete {root} and run nanolib.core_eval.download_bundle() again"
+
+
 def load_bundle(directory: str | Path, labels: Iterable[str] | None = None) -> Bundle:
-    """Read and check a bundle (core.yaml + eval_data/*.jsonl); optionally only some tasks."""
+    """Read and check a bundle (core.yaml + eval_data/*.jsonl, against its MANIFEST.json when it
+    has one); optionally only some tasks."""
     root = Path(directory)
     yaml_path = root / BUNDLE_YAML
     if not yaml_path.is_file():
@@ -290,6 +309,12 @@ def load_bundle(directory: str | Path, labels: Iterable[str] | None = None) -> B
             "nanolib.core_eval.download_bundle() or `python data/core/make_tiny_bundle.py` for "
             "the tiny one"
         )
+    if (root / BUNDLE_MANIFEST).is_file():
+        problem = check_file_manifest(root, read_json(root / BUNDLE_MANIFEST))
+        if problem:
+            raise BundleFormatError(
+                f"eval bundle {root} is damaged: {problem}; {_bundle_fix(root)}"
+            )
     try:
         doc = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
@@ -368,6 +393,7 @@ def download_bundle(
         with zipfile.ZipFile(archive) as z:
             z.extractall(tmp)
         found = next(p.parent for p in sorted(tmp.rglob(BUNDLE_YAML)))
+        write_bundle_manifest(found)  # the unzipped files as the zip's CRCs vouched for them
         load_bundle(found, labels=[])  # core.yaml parses and names its baselines
         replace_dir(found, dest)
     finally:

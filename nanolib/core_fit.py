@@ -35,6 +35,9 @@ SIX_TASKS = (
     "arc_easy",
     "arc_challenge",
 )
+# GPT-3 scored ARC with unconditional-probability normalisation (its §2.4), CORE does not: the
+# four of the six that both score alike, for a variant of the calibration without ARC.
+FOUR_TASKS = tuple(t for t in SIX_TASKS if not t.startswith("arc_"))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -46,11 +49,11 @@ def load_reference(name: str) -> pd.DataFrame:
     return pd.read_csv(book_root() / REFERENCE_DIR / f"{name}.csv")
 
 
-def _centered_six(frame: pd.DataFrame) -> np.ndarray:
-    """Centred accuracies (rows × SIX_TASKS) from accuracies in percent, v1 baselines."""
+def _centered(frame: pd.DataFrame, tasks: Sequence[str] = SIX_TASKS) -> np.ndarray:
+    """Centred accuracies (rows × tasks) from accuracies in percent, v1 baselines."""
     base = {t.label: t.baseline_v1 for t in core_tasks()}
-    b = np.array([base[t] for t in SIX_TASKS])
-    return (frame[list(SIX_TASKS)].to_numpy(float) / 100 - b) / (1 - b)
+    b = np.array([base[t] for t in tasks])
+    return (frame[list(tasks)].to_numpy(float) / 100 - b) / (1 - b)
 
 
 def _r2(y: np.ndarray, pred: np.ndarray) -> float:
@@ -87,20 +90,28 @@ class Gpt3Calibration:
     )  # per GPT-3 size: six_mean, simple, ridge, piqa_only, final, loo_*, low, high
 
 
-def calibrate_gpt3(calibration: pd.DataFrame | None = None, alpha: float = 0.01) -> Gpt3Calibration:
-    """Fit CORE on GPT-2's six-task scores two ways; GPT-3's CORE is the mean of both fits.
+def calibrate_gpt3(
+    calibration: pd.DataFrame | None = None,
+    alpha: float = 0.01,
+    tasks: Sequence[str] = SIX_TASKS,
+) -> Gpt3Calibration:
+    """Fit CORE on GPT-2's task scores two ways; GPT-3's CORE is the mean of both fits.
 
     The band (low, high) spans every alternative: the single-task PIQA fit and the final
-    estimate refitted with each GPT-2 model left out in turn.
+    estimate refitted with each GPT-2 model left out in turn. `tasks` (a subset of SIX_TASKS
+    that includes PIQA) picks the tasks; `six_mean` is then the mean over those.
     """
+    unknown = [t for t in tasks if t not in SIX_TASKS]
+    if unknown or "piqa" not in tasks:
+        raise ValueError(f"tasks must be a subset of {SIX_TASKS} with 'piqa'; got {list(tasks)}")
     df = load_reference("gpt_core_calibration") if calibration is None else calibration
     g2, g3 = df[df.family == "gpt2"], df[df.family == "gpt3"]
-    x2, y2, x3 = _centered_six(g2), g2.core_v1.to_numpy(float), _centered_six(g3)
+    x2, y2, x3 = _centered(g2, tasks), g2.core_v1.to_numpy(float), _centered(g3, tasks)
     slope, intercept = np.polyfit(x2.mean(1), y2, 1)
     w, b = fit_ridge(x2, y2, alpha)
     simple3, ridge3 = slope * x3.mean(1) + intercept, x3 @ w + b
     final = (simple3 + ridge3) / 2
-    p = SIX_TASKS.index("piqa")
+    p = list(tasks).index("piqa")
     piqa = np.polyval(np.polyfit(x2[:, p], y2, 1), x3[:, p])
     loo = []
     for j in range(len(y2)):
@@ -136,7 +147,7 @@ def calibrate_gpt3(calibration: pd.DataFrame | None = None, alpha: float = 0.01)
     return Gpt3Calibration(
         simple=(float(slope), float(intercept)),
         simple_r2=_r2(y2, gpt2.simple.to_numpy()),
-        ridge_weights=dict(zip(SIX_TASKS, map(float, w))),
+        ridge_weights=dict(zip(tasks, map(float, w))),
         ridge_intercept=b,
         ridge_r2=_r2(y2, gpt2.ridge.to_numpy()),
         gpt2=gpt2,

@@ -18,6 +18,10 @@ Rules a caller can rely on:
   `torch.Generator`. Row i is seeded with ``seeds[i]``, or ``row_seed(seed, i)`` for an int
   seed, and draws only when it samples, so a batch of N rows reproduces N single-row runs with
   those seeds (bit-for-bit as long as the logits are; batched matmuls may round differently).
+- Several prompts at once (`generate_many`, `stream_many`): they are left-padded to the longest
+  and prefilled in one pass, the padding masked out of attention (`KVCache.key_mask`); rotary
+  positions are relative, so each row decodes as it would alone (up to rounding). RL and the
+  evals sample many problems this way, one batch of rows for all of them.
 - A row stops after it samples a stop token (``<|assistant_end|>`` or ``<|bos|>`` by default);
   the stop token is the last token of its output. Finished rows emit nothing more.
 - Tool use, per row: the text the model writes between ``<|python_start|>`` and
@@ -54,6 +58,11 @@ class _LayerView:
         """Tokens cached before this step."""
         return self.cache.pos
 
+    @property
+    def key_mask(self) -> torch.Tensor | None:
+        """(B, max_len) bool, False on left padding; None when no row is padded."""
+        return self.cache.key_mask
+
     def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write k, v (B, kv_heads, T, head_dim) in place at pos; return positions 0 … pos+T−1."""
         pos, end = self.cache.pos, self.cache.pos + k.size(2)
@@ -84,6 +93,7 @@ class KVCache:
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self.pos = 0
+        self.key_mask: torch.Tensor | None = None  # set for left-padded prompts (prefill_many)
         self.layers = [_LayerView(self, self.k[i], self.v[i]) for i in range(n_layer)]
 
     @classmethod
@@ -128,6 +138,17 @@ class KVCache:
         out.pos = self.pos
         return out
 
+    def repeat_rows(self, n: int) -> KVCache:
+        """A new cache with each row repeated n times in place (row r → rows r·n … r·n + n − 1)."""
+        n_layer, batch, heads, max_len, head_dim = self.k.shape
+        out = KVCache(n_layer, batch * n, heads, max_len, head_dim, self.k.dtype, self.k.device)
+        out.k[:, :, :, : self.pos] = self.k[:, :, :, : self.pos].repeat_interleave(n, dim=1)
+        out.v[:, :, :, : self.pos] = self.v[:, :, :, : self.pos].repeat_interleave(n, dim=1)
+        out.pos = self.pos
+        if self.key_mask is not None:
+            out.key_mask = self.key_mask.repeat_interleave(n, dim=0)
+        return out
+
 
 def row_seed(*parts: int) -> int:
     """A 63-bit seed derived from integers, e.g. ``row_seed(step, problem, sample)``."""
@@ -170,12 +191,15 @@ def sample_tokens(
 class Column(NamedTuple):
     """One decode step: a token per row, its mask (1 sampled, 0 forced) and who emitted one.
 
-    Rows that finished earlier have ``live`` False, token -1 and mask 0.
+    Rows that finished earlier have ``live`` False, token -1 and mask 0. ``entropy`` is the
+    entropy (nats) of the model's next-token distribution (temperature 1, before top-k / top-p)
+    where the row sampled, else 0: how undecided the model was (RL logs its mean).
     """
 
     tokens: list[int]
     masks: list[int]
     live: list[bool]
+    entropy: list[float] | None = None
 
 
 @dataclass
@@ -185,6 +209,7 @@ class Generation:
     tokens: list[list[int]]
     masks: list[list[int]]  # 1: sampled by the model; 0: forced by a tool
     stopped: list[bool]  # True: ended on a stop token (its last token); False: hit max_tokens
+    entropies: list[list[float]] = field(default_factory=list)  # per token, as in Column
 
 
 @dataclass
@@ -237,6 +262,24 @@ class Engine:
         cache = KVCache.for_model(self.config, 1, max_len, self.dtype, self.device)
         ids = torch.tensor([list(prompt)], dtype=torch.long, device=self.device)
         return cache, self._forward(ids, cache)
+
+    def prefill_many(
+        self, prompts: Sequence[Sequence[int]], max_len: int
+    ) -> tuple[KVCache, torch.Tensor]:
+        """Prompts of any lengths, left-padded to the longest, in one pass; last logits (P, V).
+
+        Padding keys are masked out (`KVCache.key_mask`) and rotary positions are relative, so
+        each row's logits are those of its prompt alone (up to rounding).
+        """
+        width = max(len(p) for p in prompts)
+        cache = KVCache.for_model(self.config, len(prompts), max_len, self.dtype, self.device)
+        # True everywhere but the padding: positions past the cache's pos are never read anyway
+        cache.key_mask = torch.ones(len(prompts), max_len, dtype=torch.bool, device=self.device)
+        ids = torch.zeros(len(prompts), width, dtype=torch.long)
+        for r, prompt in enumerate(prompts):
+            ids[r, width - len(prompt) :] = torch.tensor(list(prompt))
+            cache.key_mask[r, : width - len(prompt)] = False
+        return cache, self._forward(ids.to(self.device), cache)
 
     def _check(
         self,
@@ -291,12 +334,44 @@ class Engine:
             raise ValueError(f"{len(seeds)} seeds for {num_samples} samples")
         stops = set(self.default_stop_tokens if stop_tokens is None else stop_tokens)
         return self._decode(
-            prompt, num_samples, max_tokens, temperature, top_k, top_p, seeds, stops
+            [prompt], num_samples, max_tokens, temperature, top_k, top_p, seeds, stops
+        )
+
+    def stream_many(
+        self,
+        prompts: Sequence[Sequence[int]],
+        num_samples: int = 1,
+        max_tokens: int = 256,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | Sequence[int] = 0,
+        stop_tokens: Sequence[int] | None = None,
+    ) -> Iterator[Column]:
+        """`stream` for several prompts at once: num_samples rows per prompt, prompt-major.
+
+        Row p·num_samples + i is sample i of prompt p; `seed` gives one seed per row (or an
+        int, expanded as in `stream`). The longest prompt + max_tokens must fit in seq_len.
+        """
+        prompts = [list(p) for p in prompts]
+        if not prompts:
+            raise ValueError("no prompts")
+        longest = max(prompts, key=len)
+        for p in prompts:  # every row gets max_tokens after the longest prompt
+            room = max_tokens + len(longest) - len(p)
+            self._check(p, num_samples, room, temperature, top_k, top_p)
+        rows = len(prompts) * num_samples
+        seeds = [row_seed(seed, i) for i in range(rows)] if isinstance(seed, int) else seed
+        if len(seeds) != rows:
+            raise ValueError(f"{len(seeds)} seeds for {rows} rows")
+        stops = set(self.default_stop_tokens if stop_tokens is None else stop_tokens)
+        return self._decode(
+            prompts, num_samples, max_tokens, temperature, top_k, top_p, seeds, stops
         )
 
     def _decode(
         self,
-        prompt: list[int],
+        prompts: list[list[int]],
         n: int,
         max_tokens: int,
         temperature: float,
@@ -308,11 +383,18 @@ class Engine:
         generators = []
         if temperature > 0:
             generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
-        cache, logits = self.prefill(prompt, len(prompt) + max_tokens)
-        if n > 1:
-            cache, logits = cache.replicate(n), logits.expand(n, -1)
+        if len(prompts) == 1:
+            cache, logits = self.prefill(prompts[0], len(prompts[0]) + max_tokens)
+            if n > 1:
+                cache, logits = cache.replicate(n), logits.expand(n, -1)
+        else:
+            width = max(len(p) for p in prompts)
+            cache, logits = self.prefill_many(prompts, width + max_tokens)
+            if n > 1:
+                cache, logits = cache.repeat_rows(n), logits.repeat_interleave(n, dim=0)
+        n *= len(prompts)
         rows = [_Row() for _ in range(n)]
-        feed = [prompt[-1]] * n  # what each row passes to the model next
+        feed = [p[-1] for p in prompts for _ in range(n // len(prompts))]  # each row's next input
         for step in range(max_tokens):
             uniforms = None
             if temperature > 0:  # one draw per row that samples now, from its own generator
@@ -323,6 +405,8 @@ class Engine:
                     ]
                 )
             sampled = sample_tokens(logits, temperature, top_k, top_p, uniforms).tolist()
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            entropy = (-(logp.exp() * logp).sum(dim=-1)).tolist()
             tokens, masks, live = [-1] * n, [0] * n, [False] * n
             for i, row in enumerate(rows):
                 if row.done:
@@ -334,7 +418,7 @@ class Engine:
                     tokens[i], masks[i] = sampled[i], 1
                     self._advance_row(row, sampled[i], stops)
                 feed[i] = tokens[i]
-            yield Column(tokens, masks, live)
+            yield Column(tokens, masks, live, [e * m for e, m in zip(entropy, masks)])
             if step == max_tokens - 1 or all(r.done for r in rows):
                 return
             ids = torch.tensor(feed, dtype=torch.long, device=self.device)[:, None]
@@ -374,16 +458,41 @@ class Engine:
         stop_tokens: Sequence[int] | None = None,
     ) -> Generation:
         """Run `stream` to the end; every row's tokens and masks (prompt not included)."""
-        tokens: list[list[int]] = [[] for _ in range(num_samples)]
-        masks: list[list[int]] = [[] for _ in range(num_samples)]
-        stops = set(self.default_stop_tokens if stop_tokens is None else stop_tokens)
-        stopped = [False] * num_samples
-        for column in self.stream(
+        columns = self.stream(
             prompt, num_samples, max_tokens, temperature, top_k, top_p, seed, stop_tokens
-        ):
+        )
+        return self._collect(columns, num_samples, stop_tokens)
+
+    def generate_many(
+        self,
+        prompts: Sequence[Sequence[int]],
+        num_samples: int = 1,
+        max_tokens: int = 256,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | Sequence[int] = 0,
+        stop_tokens: Sequence[int] | None = None,
+    ) -> Generation:
+        """Run `stream_many` to the end: num_samples rows per prompt, prompt-major."""
+        columns = self.stream_many(
+            prompts, num_samples, max_tokens, temperature, top_k, top_p, seed, stop_tokens
+        )
+        return self._collect(columns, len(prompts) * num_samples, stop_tokens)
+
+    def _collect(
+        self, columns: Iterator[Column], n: int, stop_tokens: Sequence[int] | None
+    ) -> Generation:
+        tokens: list[list[int]] = [[] for _ in range(n)]
+        masks: list[list[int]] = [[] for _ in range(n)]
+        entropies: list[list[float]] = [[] for _ in range(n)]
+        stops = set(self.default_stop_tokens if stop_tokens is None else stop_tokens)
+        stopped = [False] * n
+        for column in columns:
             for i, alive in enumerate(column.live):
                 if alive:
                     tokens[i].append(column.tokens[i])
                     masks[i].append(column.masks[i])
+                    entropies[i].append(column.entropy[i])
                     stopped[i] = column.masks[i] == 1 and column.tokens[i] in stops
-        return Generation(tokens, masks, stopped)
+        return Generation(tokens, masks, stopped, entropies)

@@ -28,7 +28,6 @@ import nbformat
 from nanolib.config import Book, load_book
 from nanolib.files import atomic_write_json, read_json, replace_dir
 from nanolib.procs import (
-    AlreadyRunningError,
     Interrupted,
     Owner,
     RunLock,
@@ -41,15 +40,17 @@ from nanolib.procs import (
 )
 from nanolib.runs import (
     MANIFEST,
+    OWNER,
+    claim_work_dir,
     failed_notebook,
     now_iso,
+    plain,
     run_dir_for,
     run_lock_path,
     run_state,
     runs_root,
 )
 
-OWNER = "owner.json"  # in the work folder: the process that writes into it
 STOPPED = "stopped.json"  # in the work folder: the cell an interrupt stopped
 LOG = "execute.log"  # in the work folder (then the run): papermill's log and any traceback
 STOP_GRACE_S = 10.0  # how long a stopped chapter may take to exit before it is killed
@@ -75,11 +76,6 @@ class Execution:
     action: str
     run_dir: Path
     wall_time_s: float = 0.0
-
-
-def partial_dir(slug: str, preset: str) -> Path:
-    """Where a chapter executes before its run is swapped into place (kept on failure to resume)."""
-    return runs_root() / preset / f".{slug}.partial"
 
 
 def failed_log(slug: str, preset: str) -> Path:
@@ -109,36 +105,8 @@ def execute_chapter(
     with RunLock(run_lock_path(ch.slug, preset), what).acquire(
         holder=f"`nanobook run {ch.number} --preset {preset}`"
     ) as lock:
-        work = _claim_work_dir(ch.slug, preset, what, _plain(resolved))
+        work = claim_work_dir(ch.slug, preset, what, plain(resolved))
         return _execute(book, ch, preset, overrides or {}, work, lock, retries, log_output)
-
-
-def _plain(params: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps(params, default=str))
-
-
-def _claim_work_dir(slug: str, preset: str, what: str, params: dict[str, Any]) -> Path:
-    """The work folder, refused if a process of an earlier run still writes into it; a stale one
-    (its process gone) is resumed if it ran the same parameters, else discarded."""
-    work = partial_dir(slug, preset)
-    rec = read_owner(work / OWNER)
-    if rec is not None and rec[0].alive() and rec[0].pid != os.getpid():
-        pid = rec[0].pid
-        raise AlreadyRunningError(
-            f"{what}: a process of an earlier run (pid {pid}) still writes into {work}; "
-            f"stop it (`kill {pid}`) or wait for it to exit"
-        )
-    if work.exists():
-        if rec is not None and rec[1].get("params") == params:
-            print(
-                f"nanobook: resuming the work folder an interrupted run left ({work})",
-                file=sys.stderr,
-            )
-        else:
-            shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
-    write_owner(work / OWNER, Owner.current(), params=params)
-    return work
 
 
 def _execute(

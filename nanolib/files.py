@@ -183,3 +183,27 @@ def download_file(
         f"could not download {url} to {path} after {attempt + 1} attempt(s): {error}. "
         f"Check the network and re-run; a partial {part.name} is resumed."
     )
+
+
+def file_manifest(root: str | Path, skip: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+    """{relative path: {"bytes", "sha256"}} of every file below root (names in skip left out)."""
+    root = Path(root)
+    return {
+        str(p.relative_to(root)): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name not in skip
+    }
+
+
+def check_file_manifest(root: str | Path, recorded: dict[str, dict[str, Any]]) -> str | None:
+    """The first way root's files differ from a recorded file_manifest (missing, cut, changed)."""
+    root = Path(root)
+    for name, want in sorted(recorded.items()):
+        path = root / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != want["bytes"]:
+            return f"{name} holds {path.stat().st_size:,} bytes, {want['bytes']:,} were recorded"
+        if sha256_file(path) != want["sha256"]:
+            return f"{name} differs from its recorded sha256"
+    return None

@@ -35,7 +35,12 @@ CONVENTIONS = ("all", "non_embedding", "matmul")
 
 
 class LayerKV(Protocol):
-    """One layer's slice of a KV cache (nanolib.engine.KVCache implements it)."""
+    """One layer's slice of a KV cache (nanolib.engine.KVCache implements it).
+
+    It may also carry `key_mask`, (B, max_len) bool, False at positions no query may attend
+    (the left padding of a batch of prompts of different lengths); rotary positions are
+    relative, so a left-padded row attends exactly as it would unpadded.
+    """
 
     pos: int  # tokens cached before this step
 
@@ -171,7 +176,15 @@ class CausalSelfAttention(nn.Module):
             pos, dtype = kv_cache.pos, q.dtype
             k, v = kv_cache.update(k, v)  # everything cached so far, this step's T included
             q = q.to(k.dtype)  # the cache may hold another dtype than this step computes in
-            if T == 1:  # one new query sees every cached key: no mask
+            keys = getattr(kv_cache, "key_mask", None)  # (B, max_len), False on left padding
+            if keys is not None:  # rows of several prompts, left-padded to one length
+                span, at = pos + T, torch.arange(T, device=q.device)
+                mask = torch.ones(T, span, dtype=torch.bool, device=q.device).tril(pos)
+                own = torch.zeros_like(mask)
+                own[at, pos + at] = True  # a padding query sees only itself (no empty softmax)
+                mask = (mask & keys[:, None, None, :span]) | own
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+            elif T == 1:  # one new query sees every cached key: no mask
                 y = F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
             elif pos == 0:
                 y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)

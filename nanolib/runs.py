@@ -22,14 +22,20 @@ from typing import Any
 
 from nanolib import __version__
 from nanolib.config import Book, BookConfigError, book_root, load_book
-from nanolib.files import atomic_write_json, read_json, sha256_file
+from nanolib.files import atomic_write_json, read_json, replace_dir, sha256_file
+from nanolib.procs import AlreadyRunningError, Owner, RunLock, read_owner, write_owner
 
 MANIFEST = "manifest.json"
+OWNER = "owner.json"  # in a work folder: the process that writes into it
 METRICS = "metrics.jsonl"
 
 
 class ArtifactMissingError(FileNotFoundError):
     """An artifact an earlier chapter makes is not there; the message names the command."""
+
+
+class ArtifactCorruptError(ValueError):
+    """An artifact differs from the hash its chapter recorded; the message names the command."""
 
 
 def runs_root() -> Path:
@@ -50,7 +56,49 @@ def failed_notebook(slug: str, preset: str) -> Path:
 
 def run_lock_path(slug: str, preset: str) -> Path:
     """The lock file that lets one run of a chapter at a preset write at a time."""
-    return runs_root() / preset / f".{slug}.lock"
+    return runs_root() / preset / ".locks" / f"{slug}.lock"  # kept: removing a lock file races
+
+
+def partial_dir(slug: str, preset: str) -> Path:
+    """Where a chapter executes before its run is swapped into place (kept on failure to resume)."""
+    return runs_root() / preset / f".{slug}.partial"
+
+
+def claim_work_dir(slug: str, preset: str, what: str, params: dict[str, Any]) -> Path:
+    """The work folder of a run about to start, owned by this process from now on. Refused if a
+    process of an earlier run still writes into it; a stale one (its process gone) is resumed if
+    it ran the same parameters, else discarded. Call it holding the (chapter, preset) lock."""
+    import shutil
+    import sys
+
+    work = partial_dir(slug, preset)
+    rec = read_owner(work / OWNER)
+    if rec is not None and rec[0].alive() and rec[0].pid != os.getpid():
+        pid = rec[0].pid
+        raise AlreadyRunningError(
+            f"{what}: a process of an earlier run (pid {pid}) still writes into {work}; "
+            f"stop it (`kill {pid}`) or wait for it to exit"
+        )
+    if work.exists():
+        if rec is not None and rec[1].get("params") == params:
+            print(f"nanobook: resuming the work folder of an earlier run ({work})", file=sys.stderr)
+        else:
+            shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    write_owner(work / OWNER, Owner.current(), params=params)
+    return work
+
+
+def plain(params: dict[str, Any]) -> dict[str, Any]:
+    """Parameters as JSON gives them back (tuples become lists …), for comparing runs."""
+    return json.loads(json.dumps(params, default=str))
+
+
+# The locks this process holds for chapters started from a notebook (papermill or Lab), by lock
+# file: running the resolve cell again in the same kernel keeps its lock.
+_HELD: dict[Path, RunLock] = {}
+# The run this process is executing, if any: `artifact()` records what it consumes.
+_CURRENT: list[Run] = []
 
 
 def now_iso() -> str:
@@ -140,6 +188,11 @@ class Run:
     nproc: int
     started: str = field(default_factory=now_iso)
     t0: float = field(default_factory=time.time)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    # Started from a notebook (papermill or Lab): `dir` is a work folder that finish() swaps in
+    # here, releasing the lock. None when `nanobook run` (which swaps itself) passed run_dir.
+    final: Path | None = None
+    consumed: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def p(self) -> SimpleNamespace:
@@ -175,12 +228,21 @@ class Run:
             "nproc": self.nproc,
             "start": self.started,
             "status": status,
+            "overrides": plain(self.overrides),
+            "consumed": self.consumed,
             **extra,
         }
 
     def finish(self, headline: dict[str, Any] | None = None, flops: float | None = None) -> None:
-        """Mark the run complete: write manifest.json with its headline metrics."""
+        """Mark the run complete: write manifest.json with its headline metrics and the hashes of
+        its artifacts; a run started from a notebook is swapped into runs/<preset>/<chapter>/."""
         end = time.time()
+        produced = {
+            name: _tree_hash(self.dir / name)
+            for name in self.book.chapter(self.slug).produces
+            if (self.dir / name).exists()
+        }
+        extra = {"executed_by": "notebook"} if self.final is not None else {}
         atomic_write_json(
             self.dir / MANIFEST,
             self.manifest(
@@ -189,8 +251,25 @@ class Run:
                 wall_time_s=round(end - self.t0, 2),
                 headline=headline or {},
                 flops=flops,
+                artifacts=produced,
+                **extra,
             ),
         )
+        if self.final is not None:
+            (self.dir / OWNER).unlink(missing_ok=True)
+            replace_dir(self.dir, self.final)
+            failed_notebook(self.slug, self.preset).unlink(missing_ok=True)
+            self.dir, self.final = self.final, None
+            lock = _HELD.pop(run_lock_path(self.slug, self.preset), None)
+            if lock is not None:
+                lock.release()
+
+    @property
+    def shown_dir(self) -> Path:
+        """Where the run will live: runs/<preset>/<chapter>/, not the work folder it fills first."""
+        if self.dir == partial_dir(self.slug, self.preset):
+            return run_dir_for(self.slug, self.preset)
+        return self.dir
 
     def summary(self) -> str:
         """A short table of what this run will do."""
@@ -199,7 +278,7 @@ class Run:
             ("preset", self.preset),
             ("device", self.device),
             ("nproc", self.nproc),
-            ("run dir", self.dir),
+            ("run dir", self.shown_dir),
         ]
         rows += [(k, v) for k, v in self.params.items()]
         width = max(len(str(k)) for k, _ in rows)
@@ -217,7 +296,17 @@ def start_chapter(chapter: str, preset: str, namespace: dict[str, Any]) -> Run:
     params = book.resolve(ch.slug, preset, overrides)
     pr = book.preset(preset)
     run_dir = namespace.get("run_dir")
-    d = Path(run_dir) if run_dir else run_dir_for(ch.slug, preset)
+    final = None
+    if run_dir:  # `nanobook run` chose the work folder and holds the lock
+        d = Path(run_dir)
+    else:  # started from a notebook: the same guarantee, taken here
+        what = f"chapter {ch.number} ({ch.slug}) at preset {preset!r}"
+        lock_path = run_lock_path(ch.slug, preset)
+        if lock_path not in _HELD:
+            holder = f"a notebook kernel running {ch.notebook.name}"
+            _HELD[lock_path] = RunLock(lock_path, what).acquire(holder)
+        d = claim_work_dir(ch.slug, preset, what, plain(params))
+        final = run_dir_for(ch.slug, preset)
     d.mkdir(parents=True, exist_ok=True)
     (d / METRICS).unlink(missing_ok=True)
     seed_everything(int(params.get("seed") or 0))
@@ -231,8 +320,11 @@ def start_chapter(chapter: str, preset: str, namespace: dict[str, Any]) -> Run:
         dir=d,
         device=pick_device(pr.device),
         nproc=pr.nproc,
+        overrides=overrides,
+        final=final,
     )
     atomic_write_json(d / MANIFEST, run.manifest("running"))
+    _CURRENT[:] = [run]
     return run
 
 
@@ -258,12 +350,23 @@ def artifact(name: str, preset: str, book: Book | None = None) -> Path:
     d = run_dir_for(ch.slug, preset)
     path = d / name
     manifest = d / MANIFEST
-    ok = manifest.exists() and read_json(manifest).get("status") == "ok"
+    m = read_json(manifest) if manifest.exists() else {}
+    ok = m.get("status") == "ok"
     if not path.exists() or not ok:
         raise ArtifactMissingError(
             f"artifact {name!r} is missing for preset {preset!r} at {path}; it is made by "
             f"{make_command(name, preset, book=book)}: run that first"
         )
+    recorded = (m.get("artifacts") or {}).get(name)
+    if recorded is not None and _tree_hash(path) != recorded:
+        raise ArtifactCorruptError(
+            f"artifact {name!r} at {path} differs from what chapter {ch.number} recorded when it "
+            f"made it (a file was changed, cut or removed since); re-run "
+            f"`nanobook run {ch.number} --preset {preset} --force`"
+        )
+    for run in _CURRENT:  # the chapter running in this process depends on this artifact
+        if run.preset == preset:
+            run.consumed[name] = {"chapter": ch.slug, "hash": recorded}
     return path
 
 
@@ -303,7 +406,8 @@ def run_state(book: Book, chapter: str, preset: str) -> RunState:
         m = read_json(mpath)
     except ValueError as e:
         return RunState("missing", (str(e),))
-    if m.get("status") != "ok" or not nb.exists():
+    made_by_notebook = m.get("executed_by") == "notebook"
+    if m.get("status") != "ok" or not (nb.exists() or made_by_notebook):
         return RunState("failed", (f"last run status {m.get('status')!r}",), m)
     reasons = []
     if m.get("chapter_hash") != sha256_file(ch.file):
@@ -316,15 +420,48 @@ def run_state(book: Book, chapter: str, preset: str) -> RunState:
         )
     except BookConfigError as e:
         reasons.append(str(e))
-    for up in book.chapters[: book.chapters.index(ch)]:
-        up_m = run_dir_for(up.slug, preset) / MANIFEST
-        if up_m.exists():
-            try:
-                if read_json(up_m).get("end", "") > m.get("start", ""):
-                    reasons.append(f"chapter {up.number} was re-run after this run")
-            except ValueError:
-                pass
-    return RunState("stale" if reasons else "ok", tuple(reasons), m, nb)
+    if "consumed" in m:
+        reasons += _consumed_reasons(book, m["consumed"], preset)
+    else:  # a run recorded before consumption was: any earlier chapter re-run may matter
+        for up in book.chapters[: book.chapters.index(ch)]:
+            up_m = run_dir_for(up.slug, preset) / MANIFEST
+            if up_m.exists():
+                try:
+                    if read_json(up_m).get("end", "") > m.get("start", ""):
+                        reasons.append(f"chapter {up.number} was re-run after this run")
+                except ValueError:
+                    pass
+    if not nb.exists():  # a good run made from a notebook: nothing for the book to render
+        reasons.append(
+            f"run from a notebook, so the book has no executed notebook to show; "
+            f"`nanobook run {ch.number} --preset {preset} --force` makes one"
+        )
+    return RunState("stale" if reasons else "ok", tuple(reasons), m, nb if nb.exists() else None)
+
+
+def _consumed_reasons(book: Book, consumed: dict[str, Any], preset: str) -> list[str]:
+    """Which of the artifacts a run read have changed since (its producer re-ran differently)."""
+    reasons = []
+    for name, seen in sorted(consumed.items()):
+        up = run_dir_for(seen["chapter"], preset) / MANIFEST
+        try:
+            now = (read_json(up).get("artifacts") or {}).get(name) if up.exists() else None
+        except ValueError:
+            now = None
+        if now is None or seen.get("hash") is None or now != seen["hash"]:
+            number = seen["chapter"].split("_")[0]
+            reasons.append(f"its {name} (chapter {number}) changed since the run")
+    return reasons
+
+
+def _tree_hash(path: Path) -> str:
+    """sha256 over a file, or over a folder's files (relative names and contents)."""
+    if path.is_file():
+        return sha256_file(path)
+    h = hashlib.sha256()
+    for p in sorted(q for q in path.rglob("*") if q.is_file()):
+        h.update(f"{p.relative_to(path)}\0{sha256_file(p)}\n".encode())
+    return h.hexdigest()
 
 
 def _param_reasons(manifest: dict[str, Any], preset_params: dict[str, Any]) -> list[str]:

@@ -243,19 +243,24 @@ def fit_isoflop(
     loss_col: str = "val_bpb",
     budget_col: str = "budget",
     *,
-    tokens_col: str | None = None,
+    tokens_col: str | None = "auto",
     n_bootstrap: int = 0,
     seed: int = 0,
     ci: float = 0.8,
 ) -> IsoFlopFit:
     """Chinchilla's Approach 2: a parabola in log N per budget, then N_opt ∝ C^a and D_opt ∝ C^b.
 
-    D_opt comes from C = 6·N_opt·D_opt when `tokens_col` is None; otherwise from the budget's
-    own runs (log D interpolated linearly in log N at N_opt), which respects whatever FLOPs per
-    token the runs used. The bootstrap resamples runs with replacement within each budget
-    (seeded) and reports percentile intervals at level `ci` (0.8: Chinchilla's 10th/90th).
+    D_opt comes from the budget's own runs (log D interpolated linearly in log N at N_opt), which
+    respects whatever FLOPs per token and whatever compute the runs actually used. The default
+    `tokens_col="auto"` reads the runs' tokens from the first of TOKEN_COLUMNS the data has, and
+    only when it has none falls back to the nominal C = 6·N_opt·D_opt (`tokens_rule` says which);
+    `tokens_col=None` forces that fallback. The bootstrap resamples runs with replacement within
+    each budget (seeded) and reports percentile intervals at level `ci` (0.8: Chinchilla's
+    10th/90th).
     Rows whose budget is NaN (runs on no isoFLOP line) are ignored.
     """
+    if tokens_col == "auto":
+        tokens_col = next((c for c in TOKEN_COLUMNS if c in df.columns), None)
     for col in (n_col, loss_col, budget_col, *([tokens_col] if tokens_col else [])):
         if col not in df.columns:
             raise KeyError(f"column {col!r} not in the data; columns are {list(df.columns)}")
@@ -336,6 +341,7 @@ def fit_isoflop(
     return IsoFlopFit(table, a, b, log_n_coef, log_d_coef, n_col, loss_col, tokens_rule, ci, boot)
 
 
+TOKEN_COLUMNS = ("tokens", "D")  # the runs' own token counts, where a table records them
 BOOTSTRAP_COLUMNS = ["a", "b", "log_n_coef", "log_d_coef"]  # one bootstrap refit of Approach 2
 
 

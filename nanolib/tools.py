@@ -134,7 +134,10 @@ def python(code: str) -> str:
         from nanolib.sandbox import run_python  # imported late: the sandbox is optional here
     except ImportError:
         return "Error: the python tool is not available (no nanolib.sandbox)"
-    result = run_python(code, timeout_s=5.0, memory_mb=256)
+    try:
+        result = run_python(code, timeout_s=5.0, memory_mb=256)
+    except Exception as e:  # e.g. no sandbox on this OS: the model reads why
+        return f"Error: {type(e).__name__}: {e}"
     if result.ok:
         return result.stdout.rstrip("\n")
     last = (result.stderr or "").strip().splitlines()[-1:] or [""]

@@ -1,8 +1,8 @@
 """Pretraining: the recipe, the plan (horizon, batch), the training loop, and its launcher.
 
-`train(cfg)` is one straight loop: plan → checks → model and optimizer → resume if a checkpoint
-is there → steps of gradient accumulation with a scheduled LR, periodic bits-per-byte on val,
-checkpoints, metrics → samples. It runs in one process, or in each rank under torchrun
+`train(cfg)`: plan → checks → model and optimizer → the shared loop of nanolib.loop (resume,
+steps of gradient accumulation with a scheduled LR, periodic bits-per-byte on val, checkpoints,
+metrics) fed by `TokenSource` → samples. It runs in one process, or in each rank under torchrun
 (`python -m nanolib.train --config <out_dir>/config.json`); `launch(cfg, nproc)` picks which.
 
 Everything a run writes lives in `cfg.out_dir` (a chapter's `checkpoint` artifact):
@@ -15,17 +15,9 @@ recipe a preset sets in book.yml, for every chapter and bench that trains "the b
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import selectors
-import signal
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Iterator
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields, replace
 from itertools import islice
 from pathlib import Path
@@ -34,28 +26,26 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from nanolib.checkpoint import (
-    CONFIG,
-    META,
-    METRICS,
-    SUMMARY,
-    load_checkpoint,
-    read_metrics,
-    restore_rng,
-    save_checkpoint,
-)
-from nanolib.compiling import CompileTrial, read_verdict, use_inductor_cache, verdict_key
+from nanolib.checkpoint import CONFIG, SUMMARY, read_metrics
+from nanolib.compiling import verdict_key
 from nanolib.config import Book
 from nanolib.data import TokenLoader, get_source, iter_texts
-from nanolib.device import (
-    autocast_context,
-    check_memory,
-    device_name,
-    peak_flops,
-    pick_device,
-    sync,
+from nanolib.device import autocast_context, check_memory, device_name, peak_flops
+from nanolib.engine import Engine
+from nanolib.files import atomic_write_json, read_json
+from nanolib.loop import (
+    Batch,
+    Schedule,
+    TrainingError,
+    finish_ranks,
+    init_ranks,
+    launch_module,
+    lr_multiplier,  # noqa: F401 (chapter 03 draws the schedule from here)
+    rank_device,
+    rank_info,
+    run_loop,
+    torchrun_command,  # noqa: F401 (chapter 03 prints the command from here)
 )
-from nanolib.files import atomic_write_json, atomic_write_text, read_json
 from nanolib.model import (
     GPT,
     GPTConfig,
@@ -65,7 +55,6 @@ from nanolib.model import (
     scaling_params,
 )
 from nanolib.optim import build_optimizer
-from nanolib.procs import die_with_parent
 from nanolib.tokenizer import Tokenizer
 
 # Fields that change what is reported, not the trajectory: a checkpoint made with other values
@@ -80,10 +69,6 @@ NOT_TRAJECTORY = {
     "sample_tokens",
     "compile",
 }
-
-
-class TrainingError(RuntimeError):
-    """A training run cannot start or failed; the message says why and what to change."""
 
 
 @dataclass
@@ -207,20 +192,6 @@ def plan(cfg: TrainConfig, vocab_size: int, world_size: int = 1) -> Plan:
     )
 
 
-def lr_multiplier(
-    step: int, num_steps: int, warmup_steps: int, warmdown_ratio: float, final_lr_frac: float
-) -> float:
-    """LR factor for step (0-based): linear warmup to 1, flat, linear warmdown to final_lr_frac."""
-    warmup = (step + 1) / warmup_steps if warmup_steps > 0 else 1.0
-    warmdown_steps = round(warmdown_ratio * num_steps)
-    left = num_steps - step  # steps still to take, this one included
-    warmdown = 1.0
-    if warmdown_steps > 0 and left <= warmdown_steps:
-        frac = left / warmdown_steps
-        warmdown = frac + (1 - frac) * final_lr_frac
-    return min(warmup, warmdown, 1.0)
-
-
 # ------------------------------------------------------------------------------------------------
 # evaluation and sampling
 
@@ -283,15 +254,18 @@ def sample_texts(
     temperature: float = 0.8,
     top_k: int = 50,
 ) -> list[dict[str, str]]:
-    """Continue each prompt (after a BOS) with sampled tokens; prompt and completion as text."""
-    device = next(model.parameters()).device
+    """Continue each prompt (after a BOS) with sampled tokens, until a <|bos|> (a new document)
+    or max_new_tokens or the model's context is full; prompt and completion as text."""
+    engine = Engine(model, tokenizer, tools={})  # plain text: no tool is ever run
     out = []
     for i, prompt in enumerate(prompts):
         ids = tokenizer.encode(prompt, prepend=tokenizer.bos_id)
-        idx = torch.tensor([ids], device=device)
-        with autocast_context(device):
-            full = model.generate(idx, max_new_tokens, temperature, top_k, seed=seed + i)
-        out.append({"prompt": prompt, "completion": tokenizer.decode(full[0, len(ids) :].tolist())})
+        room = min(max_new_tokens, model.config.seq_len - len(ids))
+        gen = engine.generate(
+            ids, 1, room, temperature, top_k, seed=seed + i, stop_tokens=[tokenizer.bos_id]
+        )
+        tokens = gen.tokens[0][:-1] if gen.stopped[0] else gen.tokens[0]
+        out.append({"prompt": prompt, "completion": tokenizer.decode(tokens)})
     return out
 
 
@@ -304,30 +278,6 @@ def sample_prompts(source: str, n: int, words: int = 8, pool: int = 200) -> list
         split = docs[i].split()
         prompts.append(" ".join(split[len(split) // 2 : len(split) // 2 + words]))
     return prompts
-
-
-def _config_changes(old: dict, new: dict) -> list[str]:
-    keys = (set(old) | set(new)) - NOT_TRAJECTORY
-    return [
-        f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in sorted(keys) if old.get(k) != new.get(k)
-    ]
-
-
-# ------------------------------------------------------------------------------------------------
-# the loop
-
-
-def _maybe_die(step: int, rank: int) -> None:
-    """Test hook: NANOBOOK_TEST_DIE="step[:rank[:kill|raise]]" ends a rank after that step."""
-    spec = os.environ.get("NANOBOOK_TEST_DIE")
-    if not spec:
-        return
-    parts = spec.split(":")
-    if int(parts[0]) != step or (len(parts) > 1 and int(parts[1]) != rank):
-        return
-    if len(parts) > 2 and parts[2] == "raise":
-        raise RuntimeError(f"NANOBOOK_TEST_DIE: rank {rank} fails after step {step}")
-    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _prepare(cfg: TrainConfig, world_size: int) -> tuple[Tokenizer, Plan]:
@@ -350,20 +300,76 @@ def _check_memory(cfg: TrainConfig, model: GPTConfig, device: str, ranks_per_dev
     )
 
 
+class TokenSource:
+    """Pretraining's batches for the shared loop: packed rows of the train split, mean loss.
+
+    One batch is read ahead (on a GPU while the step's kernels still run); the position saved
+    with a checkpoint is the one after the last batch trained on.
+    """
+
+    def __init__(
+        self,
+        loader: TokenLoader,
+        micro_steps: int,
+        token_bytes: torch.Tensor,
+        batch_tokens: int,
+        flops_per_token: int,
+        peak: float | None,
+    ) -> None:
+        self.loader, self.micro_steps, self.token_bytes = loader, micro_steps, token_bytes
+        self.batch_tokens, self.flops_per_token, self.peak = batch_tokens, flops_per_token, peak
+        self.target_bytes = torch.zeros((), dtype=torch.float64, device=token_bytes.device)
+        self._start()  # reads and verifies the first train shard before anything is written
+
+    def _start(self) -> None:
+        self.it = iter(self.loader)
+        self.consumed = self.loader.state_dict()
+        self.pending = next(self.it)
+        self.position = self.loader.state_dict()
+
+    def batches(self, step: int, model: torch.nn.Module) -> Iterator[Batch]:
+        """grad_accum micro-batches of (inputs, targets), no weights: the mean cross-entropy."""
+        self.target_bytes.zero_()
+        for _ in range(self.micro_steps):
+            x, y = self.pending
+            self.target_bytes += self.token_bytes[y].sum()
+            yield x, y, None
+            self.consumed = self.position
+            self.pending = next(self.it)
+            self.position = self.loader.state_dict()
+
+    def metrics(self, loss: float, seconds: float) -> dict[str, Any]:
+        """Train loss and bits per byte, tokens/s and MFU of the step just taken."""
+        target_bytes = self.target_bytes.clone()
+        if dist.is_initialized():
+            dist.all_reduce(target_bytes)
+        tokens_per_s = self.batch_tokens / seconds
+        return {
+            "train_loss": loss,
+            # the loss includes the rare BOS targets (0 bytes), so this is bpb to within ≈0.1%
+            "train_bpb": loss * self.batch_tokens / (math.log(2) * target_bytes.item()),
+            "tokens_per_s": tokens_per_s,
+            "mfu": self.flops_per_token * tokens_per_s / self.peak if self.peak else None,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """The data position after the last batch trained on."""
+        return self.consumed
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restart reading at a saved position."""
+        self.loader.load_state_dict(state)
+        self._start()
+
+
 def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any] | None:
     """Pretrain (or resume, or just report a finished run); rank 0 returns the run's summary.
 
     With `progress` rank 0 draws a progress bar; without, it prints plain lines (for a launcher
     or a sweep that shows progress itself).
     """
-    ddp = dist.is_initialized()
-    rank, world = (dist.get_rank(), dist.get_world_size()) if ddp else (0, 1)
-    master = rank == 0
-    device = pick_device(cfg.device)
-    if device == "cuda":
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-        torch.cuda.set_device(device)
-        torch.set_float32_matmul_precision("high")
+    rank, world = rank_info()
+    device = rank_device(cfg.device)
 
     # Checks first: bad input fails here, before anything in out_dir is touched.
     tokenizer, p = _prepare(cfg, world)
@@ -384,19 +390,16 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any] | None:
         return val_batches(tokenizer, cfg, rank, world, device)
 
     next(iter(val()))  # reads and verifies the val shard now, not at the first eval
-
-    out = Path(cfg.out_dir)
-    resume = None
-    if (out / META).exists():
-        meta = read_json(out / META)
-        changes = _config_changes(meta["config"], asdict(cfg))
-        if not changes:
-            resume = meta
-        elif master:
-            print(
-                f"{out} holds a checkpoint of another configuration ({'; '.join(changes)}): "
-                "training from scratch; it is replaced at the first checkpoint"
-            )
+    token_bytes = torch.tensor(tokenizer.token_bytes(), dtype=torch.long, device=device)
+    peak = peak_flops(device_name(device), torch.bfloat16 if "cuda" in device else torch.float32)
+    source = TokenSource(
+        train_loader,
+        p.grad_accum,
+        token_bytes,
+        cfg.batch_tokens,
+        p.flops_per_token,
+        peak * world if peak else None,
+    )
 
     torch.manual_seed(cfg.seed)
     with torch.device(device):
@@ -408,178 +411,77 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any] | None:
         unembedding_lr=cfg.unembedding_lr,
         weight_decay=cfg.weight_decay,
     )
-    step, wall_before, timed_tokens, timed_s = 0, 0.0, 0, 0.0
-    val_bpb = None
-    if resume:
-        step, val_bpb = resume["step"], resume["val_bpb"]
-        wall_before, timed_tokens, timed_s = (
-            resume["wall_s"],
-            resume["timed_tokens"],
-            resume["timed_s"],
-        )
-        model_state, state, _ = load_checkpoint(out, device, step)
-        raw.load_state_dict(model_state)
-        optimizer.load_state_dict(state["optimizer"])
-        restore_rng(state["rng"])
-        train_loader.load_state_dict(resume["loader"])
-    it = iter(train_loader)
-    consumed = train_loader.state_dict()  # the data position after the last batch trained on
-    x, y = next(it)  # reads and verifies the first train shard before anything is written
-    position = train_loader.state_dict()
-    bf16 = cfg.bf16 if cfg.bf16 is not None else "cuda" in device
-    use_inductor_cache()
-    key = verdict_key(p.model, cfg.device_batch_size, device, bf16)
-    wanted = cfg.compile
-    if ddp and wanted is None:  # the ranks must agree, so no trial: a stored verdict, else CUDA
-        stored = read_verdict(key)
-        wanted = bool(stored["pays"]) if stored else "cuda" in device
-    trial = CompileTrial(key, p.num_steps - step, wanted)
-    trial_note = trial.start()
-    compiled = torch.compile(raw) if trial.compiled else None
-    model = compiled or raw
-    optimizer.use_compiled(trial.compiled)
-    train_model = model
-    if ddp:
-        ids = [torch.device(device).index] if "cuda" in device else None
-        train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-
-    metrics = None
-    if master:
+    out = Path(cfg.out_dir)
+    if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out / CONFIG)
-        kept = [r for r in read_metrics(out) if r["step"] <= step] if resume else []
-        atomic_write_text(out / METRICS, "".join(json.dumps(r) + "\n" for r in kept))
-        metrics = open(out / METRICS, "a")  # appended to, line by line, for the whole run
-    token_bytes = torch.tensor(tokenizer.token_bytes(), dtype=torch.long, device=device)
-    peak = peak_flops(device_name(device), torch.bfloat16 if "cuda" in device else torch.float32)
-    from tqdm.auto import tqdm
 
-    show_bar = master and progress
-    bar = tqdm(
-        total=p.num_steps, initial=step, desc="pretraining", unit="step", disable=not show_bar
+    def headline(resuming: bool, step: int) -> str:
+        return (
+            f"{'resuming at step ' + str(step) if resuming else 'starting'}: {p.num_steps:,} "
+            f"steps × {cfg.batch_tokens:,} tokens = {p.tokens:,} tokens "
+            f"({p.tokens_per_param:.2f} per param, N = {p.num_params:,}), {p.flops:.3g} FLOPs; "
+            f"{world} rank(s) × {p.grad_accum} micro-steps of {cfg.device_batch_size} × "
+            f"{cfg.seq_len} tokens"
+        )
+
+    bf16 = cfg.bf16 if cfg.bf16 is not None else "cuda" in device
+
+    def tokens_so_far(step: int) -> dict[str, Any]:
+        tokens = step * cfg.batch_tokens
+        return {"tokens": tokens, "flops": tokens * p.flops_per_token}
+
+    result = run_loop(
+        out,
+        asdict(cfg),
+        NOT_TRAJECTORY,
+        Schedule(
+            p.num_steps,
+            cfg.warmup_steps,
+            cfg.warmdown_ratio,
+            cfg.final_lr_frac,
+            cfg.eval_every,
+            cfg.checkpoint_every,
+        ),
+        raw,
+        optimizer,
+        source,
+        lambda step, model: {"val_bpb": evaluate_bpb(model, val(), token_bytes)},
+        device,
+        model_meta=asdict(p.model),
+        compile_model=cfg.compile,
+        compile_key=verdict_key(p.model, cfg.device_batch_size, device, bf16),
+        bf16=bf16,
+        progress=progress,
+        desc="pretraining",
+        headline=headline,
+        postfix=("train_loss", "tokens_per_s"),
+        step_fields=tokens_so_far,
     )
-    say = bar.write if show_bar else (lambda s: print(s, flush=True))
-    if master:
-        say(
-            f"{'resuming at step ' + str(step) if resume else 'starting'}: {p.num_steps:,} steps × "
-            f"{cfg.batch_tokens:,} tokens = {p.tokens:,} tokens ({p.tokens_per_param:.2f} per "
-            f"param, N = {p.num_params:,}), {p.flops:.3g} FLOPs; {world} rank(s) × "
-            f"{p.grad_accum} micro-steps of {cfg.device_batch_size} × {cfg.seq_len} tokens"
-            + (", bf16 autocast" if bf16 else "")
-        )
-        if trial_note:
-            say(trial_note)
-
-    t_start = time.perf_counter()
-    first_step, record = step, {"step": step}
-    while True:
-        last = step == p.num_steps
-        fresh = resume is None or step > first_step  # not the step the checkpoint already holds
-        if fresh and (last or step == 0 or (cfg.eval_every and step % cfg.eval_every == 0)):
-            val_bpb = evaluate_bpb(model, val(), token_bytes)
-            record["val_bpb"] = val_bpb
-            if master:
-                say(f"step {step:,}/{p.num_steps:,} · val_bpb {val_bpb:.4f}")
-        wall = wall_before + time.perf_counter() - t_start
-        if master and fresh:
-            tokens = step * cfg.batch_tokens
-            record.update(tokens=tokens, flops=tokens * p.flops_per_token, wall_s=round(wall, 3))
-            metrics.write(json.dumps(record) + "\n")
-            metrics.flush()
-        every = cfg.checkpoint_every
-        if fresh and (last or (every and step % every == 0 and step > 0)):
-            if master:
-                meta = {
-                    "config": asdict(cfg),
-                    "model": asdict(p.model),
-                    "num_steps": p.num_steps,
-                    "loader": consumed,
-                    "val_bpb": val_bpb,
-                    "wall_s": wall,
-                    "timed_tokens": timed_tokens,
-                    "timed_s": timed_s,
-                }
-                save_checkpoint(out, step, raw, optimizer, meta)
-            if ddp:
-                dist.barrier()
-        if fresh:
-            _maybe_die(step, rank)
-        if last:
-            break
-
-        lrm = lr_multiplier(
-            step, p.num_steps, cfg.warmup_steps, cfg.warmdown_ratio, cfg.final_lr_frac
-        )
-        for group in optimizer.param_groups:
-            group["lr"] = group["initial_lr"] * lrm
-        sync(device)
-        t0 = time.perf_counter()
-        stats = torch.zeros(2, dtype=torch.float64, device=device)  # summed loss, target bytes
-        for micro in range(p.grad_accum):
-            skip_sync = ddp and micro < p.grad_accum - 1  # all-reduce gradients once per step
-            with train_model.no_sync() if skip_sync else nullcontext():
-                with autocast_context(device, bf16):
-                    loss = train_model(x, y)
-                (loss / p.grad_accum).backward()
-            stats[0] += loss.detach().double()
-            stats[1] += token_bytes[y].sum()
-            consumed = position
-            x, y = next(it)  # on a GPU this runs while the step's kernels are still queued
-            position = train_loader.state_dict()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if ddp:
-            dist.all_reduce(stats)
-        train_loss = stats[0].item() / (p.grad_accum * world)
-        dt = time.perf_counter() - t0
-        step += 1
-        compiling = trial.compiled and trial.compile_s is None
-        if step > 1 and not compiling:  # warm-up and compilation are not throughput
-            timed_tokens, timed_s = timed_tokens + cfg.batch_tokens, timed_s + dt
-        note = trial.record(dt)
-        if note and master:
-            say(note)
-        if trial.compiled != optimizer.muon.compiled:  # the trial switched modes (no DDP here)
-            compiled = compiled or torch.compile(raw)
-            model = train_model = compiled if trial.compiled else raw
-            optimizer.use_compiled(trial.compiled)
-        tokens_per_s = cfg.batch_tokens / dt
-        record = {
-            "step": step,
-            "train_loss": train_loss,
-            # the loss includes the rare BOS targets (0 bytes), so this is bpb to within ≈0.1%
-            "train_bpb": train_loss * cfg.batch_tokens / (math.log(2) * stats[1].item()),
-            "lr": optimizer.param_groups[0]["lr"],
-            "tokens_per_s": tokens_per_s,
-            "mfu": p.flops_per_token * tokens_per_s / (peak * world) if peak else None,
-        }
-        bar.update(1)
-        bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tokens_per_s:,.0f}")
-    bar.close()
-    if not master:
+    if result is None:
         return None
-    metrics.close()
-    tokens_per_s = timed_tokens / timed_s if timed_s else None
+    timed_tokens = cfg.batch_tokens * result.timed_steps
+    tokens_per_s = timed_tokens / result.timed_s if result.timed_s else None
     history = read_metrics(out)
     prompts = sample_prompts(cfg.data, cfg.num_samples)
     summary = {
-        "step": step,
+        "step": result.step,
         "num_steps": p.num_steps,
         "tokens": p.tokens,
         "flops": p.flops,
         "num_params": p.num_params,
         "tokens_per_param": p.tokens_per_param,
-        "val_bpb": val_bpb,
+        "val_bpb": result.last_eval.get("val_bpb"),
         "train_loss": next((r["train_loss"] for r in reversed(history) if "train_loss" in r), None),
         "tokens_per_s": tokens_per_s,
         "mfu": p.flops_per_token * tokens_per_s / (peak * world) if peak and tokens_per_s else None,
-        "wall_s": wall_before + time.perf_counter() - t_start,
+        "wall_s": result.wall_s,
         "device": device_name(device),
         "world_size": world,
-        "compiled": trial.compiled,  # torch.compile at the end of the run (model and Muon)
-        "compile_s": trial.compile_s,  # the first compiled step, compilation included
+        "compiled": result.compiled,
+        "compile_s": result.compile_s,
         "bf16": bf16,
-        "resumed_from": first_step if resume else None,
+        "resumed_from": result.resumed_from,
         "samples": sample_texts(raw, tokenizer, prompts, cfg.sample_tokens, cfg.seed),
     }
     atomic_write_json(out / SUMMARY, summary)
@@ -588,28 +490,6 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any] | None:
 
 # ------------------------------------------------------------------------------------------------
 # launching: in-process, or torchrun for several ranks
-
-
-def torchrun_command(config_path: str | Path, nproc: int, log_dir: str | Path) -> list[str]:
-    """The torchrun command line that trains a saved config on nproc local ranks.
-
-    The ranks draw no progress bar (`--no-progress`): the launcher follows metrics.jsonl instead.
-    """
-    exe = Path(sys.executable).with_name("torchrun")
-    head = [str(exe)] if exe.exists() else [sys.executable, "-m", "torch.distributed.run"]
-    return [
-        *head,
-        "--standalone",
-        f"--nproc_per_node={nproc}",
-        f"--log-dir={log_dir}",
-        "--tee=3",  # every rank's output also goes to <log_dir>/<run>/attempt_0/<rank>/
-        "--local-ranks-filter=0",  # the console (and so the notebook) shows rank 0 only
-        "-m",
-        "nanolib.train",
-        "--config",
-        str(config_path),
-        "--no-progress",
-    ]
 
 
 def launch(cfg: TrainConfig, nproc: int = 1, *, progress: bool = True) -> dict[str, Any]:
@@ -623,77 +503,8 @@ def launch(cfg: TrainConfig, nproc: int = 1, *, progress: bool = True) -> dict[s
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out / CONFIG)
-    log_dir = Path(tempfile.mkdtemp(dir=out, prefix="torchrun-logs-"))
-    cmd = torchrun_command(out / CONFIG, nproc, log_dir)
-    print("$", " ".join(cmd), flush=True)
-    env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ}
-    env["PYTHONUNBUFFERED"] = "1"  # rank 0's lines reach the notebook as they are printed
-    proc = subprocess.Popen(  # torchrun (and its ranks) stop when this process dies
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-        preexec_fn=die_with_parent,
-    )
-    from tqdm.auto import tqdm
-
-    tail: list[str] = []  # torchrun's own lines, shown if a rank fails
-    bar = tqdm(
-        total=p.num_steps, desc=f"pretraining on {nproc} ranks", unit="step", disable=not progress
-    )
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    try:
-        while True:
-            if sel.select(timeout=1.0):
-                raw_line = proc.stdout.readline()
-                if not raw_line:
-                    break
-                line = raw_line.decode(errors="replace").rstrip("\n")
-                if line.startswith("[default0]:"):
-                    bar.write(line[len("[default0]:") :])
-                else:
-                    tail = (tail + [line])[-40:]
-            done = read_metrics(out)
-            if done:
-                bar.update(done[-1]["step"] - bar.n)
-        rc = proc.wait()
-    except BaseException:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        raise
-    finally:
-        bar.close()
-        sel.close()
-    if rc != 0:
-        raise TrainingError(_rank_failure(log_dir, rc, tail))
-    import shutil
-
-    shutil.rmtree(log_dir, ignore_errors=True)
-    return read_json(out / SUMMARY)
-
-
-def _rank_failure(log_dir: Path, rc: int, tail: list[str]) -> str:
-    """The message for a failed torchrun: which rank died first, and the end of its stderr."""
-    ranks = []
-    for rank_dir in log_dir.glob("*/attempt_*/*"):
-        error = rank_dir / "error.json"
-        stderr = rank_dir / "stderr.log"
-        text = stderr.read_text(errors="replace") if stderr.exists() else ""
-        when = error.stat().st_mtime if error.exists() else math.inf
-        if error.exists() or "Traceback" in text:
-            ranks.append((when, rank_dir.name, text))
-    if not ranks:
-        context = "\n".join(tail[-15:])
-        return f"torchrun exited with status {rc} and no rank left a traceback:\n{context}"
-    _, rank, text = min(ranks)
-    lines = text.strip().splitlines()
-    start = max((i for i, ln in enumerate(lines) if ln.startswith("Traceback")), default=0)
-    return (
-        f"rank {rank} failed (torchrun exit status {rc}); its error:\n"
-        + "\n".join(lines[start:][-25:])
-        + f"\n(all ranks' logs: {log_dir})"
+    return launch_module(
+        "nanolib.train", out / CONFIG, nproc, p.num_steps, desc="pretraining", progress=progress
     )
 
 
@@ -706,16 +517,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-progress", action="store_true", help="plain lines, no progress bar")
     args = ap.parse_args(argv)
     cfg = TrainConfig.load(args.config)
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
-        cuda = pick_device(cfg.device) == "cuda"
-        if cuda:
-            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    init_ranks(cfg.device)
     # on an exception torchrun gets the traceback in the rank's error file
     record(train)(cfg, progress=not args.no_progress)
-    if dist.is_initialized():
-        dist.barrier()  # without it a rank may tear down while another still talks (SIGABRT)
-        dist.destroy_process_group()
+    finish_ranks()
 
 
 if __name__ == "__main__":

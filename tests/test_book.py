@@ -4,6 +4,7 @@ should, and the report card lists the manifests. No browser here (see test_brows
 
 from __future__ import annotations
 
+import json
 import time
 from html.parser import HTMLParser
 from pathlib import Path
@@ -227,3 +228,110 @@ def test_missing_node_modules_says_npm_ci(env, tmp_path, monkeypatch):
 def test_unknown_preset_is_an_error(env, tmp_path):
     with pytest.raises(BookConfigError, match="valid presets: smoke, tiny"):
         build_book("nope", out=tmp_path / "_book")
+
+
+# ---- what outputs show, the page outline, search and downloads (issues 10 and 14) -------------
+
+
+class _Scripts(HTMLParser):
+    """Every <script> of a page: its src and type attributes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scripts: list[dict[str, str | None]] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "script":
+            self.scripts.append(dict(attrs))
+
+
+def test_pages_run_no_inline_script(built):
+    """Every page carries a CSP without 'unsafe-inline' for scripts, and needs none."""
+    for html in built.glob("*.html"):
+        text = html.read_text(encoding="utf-8")
+        assert '<meta http-equiv="Content-Security-Policy"' in text, html.name
+        assert "script-src &#39;self&#39; file: &#39;unsafe-eval&#39;;" in text, html.name
+        parser = _Scripts()
+        parser.feed(text)
+        for attrs in parser.scripts:
+            data = (attrs.get("type") or "").startswith("application/")
+            assert attrs.get("src") or data, f"{html.name}: inline script {attrs}"
+
+
+def test_download_outline_and_search_index(built):
+    nb = built / "notebooks/01_plots.ipynb"
+    ch1 = page(built, "01_plots")
+    assert nb.is_file() and 'href="notebooks/01_plots.ipynb">Download this notebook' in ch1
+    import nbformat
+
+    nbformat.validate(nbformat.read(nb, as_version=4))
+    assert not (built / "notebooks/04_later.ipynb").exists()  # never run: nothing to offer
+    assert '<a href="#A-figure">A figure</a>' in ch1 and '<a href="#A-widget">' in ch1
+    assert 'id="A-figure"' in ch1
+    text = (built / "assets/search-index.js").read_text(encoding="utf-8")
+    assert text.startswith("window.NANOBOOK_SEARCH_DOCS = [")
+    docs = json.loads(text[text.index("[") : text.rindex("]") + 1])
+    figure = [d for d in docs if d["href"] == "01_plots.html#A-figure"]
+    assert figure and "px.line" in figure[0]["text"]  # code is searchable
+    assert figure[0]["chapter"] == "1. Plots, math and widgets"
+    assert any(d["href"] == "04_later.html" for d in docs)  # a chapter not run: its title
+    assert (built / "assets/minisearch/index.js").is_file()
+
+
+def test_printed_paths_name_the_final_run_folder(tmp_path):
+    """A run executes in runs/<preset>/.<slug>.partial…; the book shows runs/<preset>/<slug>."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    from nanolib.runs import runs_root
+
+    book = load_book(Path(__file__).resolve().parent.parent / "book.yml")
+    ch = book.chapter("03_pretraining")
+    work = runs_root() / "smoke" / ".03_pretraining.partial-1234"
+    nb = new_notebook(
+        cells=[
+            new_code_cell(
+                f'preset = "smoke"\nrun_dir = "{work}"\n',
+                metadata={"tags": ["injected-parameters"]},
+            ),
+            new_code_cell(
+                "print(run.summary())",
+                outputs=[
+                    new_output("stream", name="stdout", text=f"run dir  {work}\n"),
+                    new_output(
+                        "execute_result",
+                        data={"text/plain": f"'{work}/checkpoint/config.json'"},
+                        execution_count=1,
+                    ),
+                    new_output(
+                        "display_data",
+                        data={"text/html": f"<code>{book.root}/chapters/x.py</code>"},
+                    ),
+                ],
+            ),
+        ],
+        metadata={"papermill": {"parameters": {"run_dir": str(work)}}},
+    )
+    book_mod._show_final_paths(nb, book, ch, "smoke")
+    text = nbformat.writes(nb)
+    assert ".partial" not in text and str(book.root) not in text
+    outputs = nb.cells[1].outputs
+    assert outputs[0].text == "run dir  runs/smoke/03_pretraining\n"
+    assert outputs[1].data["text/plain"] == "'runs/smoke/03_pretraining/checkpoint/config.json'"
+    assert outputs[2].data["text/html"] == "<code>chapters/x.py</code>"
+    assert "run_dir = None  # nanobook ran it in a temporary folder" in nb.cells[0].source
+    # a relative mention of another chapter's work folder is fixed as well
+    assert book_mod._PARTIAL.sub(r"\1", "runs/tiny/.04_scaling.partial/sweep") == (
+        "runs/tiny/04_scaling/sweep"
+    )
+
+
+@pytest.mark.slow
+def test_real_book_shows_no_temporary_paths(smoke_runs, monkeypatch, tmp_path):
+    monkeypatch.setenv("NANOBOOK_RUNS", str(smoke_runs))
+    out = build_book("smoke", out=tmp_path / "_book")
+    for path in [*out.glob("*.html"), *out.glob("notebooks/*.ipynb")]:
+        text = path.read_text(encoding="utf-8")
+        assert ".partial" not in text, path.name
+        assert str(smoke_runs) not in text, path.name
+    assert "runs/smoke/02_model" in page(out, "02_model")

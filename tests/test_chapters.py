@@ -54,7 +54,7 @@ def test_chapter_smoke(smoke_runs, chapter):
         assert key in manifest, key
     for name in BOOK.chapter(chapter).produces:
         assert (d / name).exists(), f"artifact {name} missing"
-    assert not list((smoke_runs / "smoke").glob(f".{chapter}*")), "partial dir left behind"
+    assert not list((smoke_runs / "smoke").glob(f".{chapter}*.partial")), "partial dir left behind"
 
 
 def test_up_to_date_run_is_skipped(smoke_runs, monkeypatch):

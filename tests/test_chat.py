@@ -194,6 +194,8 @@ def test_parse_rejects_broken_ids(tok):
         parse_conversation(tok, ids[1:])
     with pytest.raises(ConversationError, match="missing"):
         parse_conversation(tok, ids[:4])
+    with pytest.raises(ConversationError, match="no <\\|assistant_end"):
+        parse_conversation(tok, ids[:-1])
 
 
 def test_html_drawing_escapes_and_colours_by_mask(tok):

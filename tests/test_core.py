@@ -7,6 +7,7 @@ import io
 import json
 import random
 import zipfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from nanolib import core_eval as core
 from nanolib import core_fit
 from nanolib.config import book_root
+from nanolib.data import iter_texts
 from nanolib.model import GPT, GPTConfig
 
 # ------------------------------------------------------------------------------------------------
@@ -307,6 +309,41 @@ def test_tiny_bundle_loads_and_is_reproducible(tmp_path):
     spec.loader.exec_module(maker)
     maker.build(tmp_path / "again")
     assert maker.files_of(tmp_path / "again") == maker.files_of(core.tiny_bundle_dir())
+
+
+def _bundle_maker():
+    spec = importlib.util.spec_from_file_location(
+        "make_tiny_bundle", book_root() / "data" / "core" / "make_tiny_bundle.py"
+    )
+    maker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(maker)
+    return maker
+
+
+def test_bundle_contamination_check_finds_verbatim_spans():
+    maker = _bundle_maker()
+    train = "In the beginning God created the heaven and the earth. And the earth was without form."
+    grams = maker.train_ngrams([train], n=4)
+    seen = {"context": "In the beginning God created the heaven and the", "continuation": "earth"}
+    fresh = {"context": "In the beginning God created the heaven and the", "continuation": "sea"}
+    short = {"context": "the", "continuation": "earth"}  # under n words: never contaminated
+    mc = {"query": "And", "choices": ["the earth was without form", "x y z w v"], "gold": 0}
+    schema = {"context_options": ["the earth was", "God created"], "continuation": "without form",
+              "gold": 1}  # fmt: skip
+    assert maker.contaminated(seen, grams, n=4) and maker.contaminated(mc, grams, n=4)
+    assert not maker.contaminated(fresh, grams, n=4) and not maker.contaminated(short, grams, n=4)
+    assert not maker.contaminated(schema, grams, n=4)  # the gold context is not the seen one
+    assert maker.contaminated({**schema, "gold": 0}, grams, n=4)
+
+
+def test_tiny_bundle_is_clean_and_balanced():
+    maker, bundle = _bundle_maker(), core.load_bundle(core.tiny_bundle_dir())
+    grams = maker.train_ngrams(iter_texts("tiny", "train"))
+    for t in bundle.tasks:
+        assert not [it for it in t.items if maker.contaminated(it, grams)], t.label
+    (phrase,) = [t for t in bundle.tasks if t.label == "tiny_phrase"]
+    top = Counter(it["continuation"].lower() for it in phrase.items).most_common(1)[0][1]
+    assert top <= maker.ANSWER_SHARE * maker.ITEMS
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,19 @@ def test_gpt3_estimates_reproduce_nanochat():
     assert (table.low <= table.final).all() and (table.final <= table.high).all()
 
 
+def test_calibration_without_arc_uses_four_tasks():
+    four = core.calibrate_gpt3(tasks=core.FOUR_TASKS)
+    six = core.calibrate_gpt3()
+    assert core.FOUR_TASKS == ("hellaswag_zeroshot", "lambada_openai", "hellaswag", "piqa")
+    assert list(four.ridge_weights) == list(core.FOUR_TASKS)
+    # PIQA alone does not depend on the other tasks; the fits that use ARC do.
+    np.testing.assert_allclose(four.gpt3.piqa_only, six.gpt3.piqa_only)
+    assert not np.allclose(four.gpt3.final, six.gpt3.final)
+    assert (four.gpt3.low <= four.gpt3.final).all() and (four.gpt3.final <= four.gpt3.high).all()
+    with pytest.raises(ValueError, match="piqa"):
+        core.calibrate_gpt3(tasks=("arc_easy", "hellaswag"))
+
+
 def miniseries():
     df = core.load_reference("nanochat_miniseries_v1")
     return df[df.depth >= 12]

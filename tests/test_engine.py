@@ -122,6 +122,25 @@ def test_cache_never_reads_past_what_was_written(nan_caches):
     assert out.tokens == [expected] * 3
 
 
+def test_prompts_of_different_lengths_batched_equal_their_own_runs(nan_caches):
+    model = randomized(small(2, 4, 2, seq_len=40))
+    eng = Engine(model)
+    prompts = [[1, 2, 3], [4, 5, 6, 7, 8, 9, 10], [11], [12, 13, 14]]
+    greedy = eng.generate_many(prompts, num_samples=2, max_tokens=12, temperature=0)
+    seeds = list(range(100, 108))
+    sampled = eng.generate_many(prompts, 2, 12, temperature=1.0, top_k=20, seed=seeds)
+    for p, prompt in enumerate(prompts):
+        rows = slice(2 * p, 2 * p + 2)
+        assert greedy.tokens[rows] == eng.generate(prompt, 2, 12, temperature=0).tokens
+        alone = eng.generate(prompt, 2, 12, temperature=1.0, top_k=20, seed=seeds[rows])
+        assert sampled.tokens[rows] == alone.tokens
+    assert sampled.tokens[0] != sampled.tokens[1]  # the rows of one prompt differ
+    with pytest.raises(ValueError, match="exceeds the model's seq_len=40"):
+        eng.generate_many([[1] * 30, [2]], max_tokens=11, temperature=0)
+    with pytest.raises(ValueError, match="3 seeds for 4 rows"):
+        eng.generate_many([[1], [2]], 2, 4, seed=[1, 2, 3])
+
+
 def test_cache_shape_dtype_bytes_and_overflow():
     config = small(3, 4, 2)
     cache = KVCache.for_model(config, batch=2, max_len=10, dtype=torch.bfloat16)
@@ -354,3 +373,15 @@ def test_rows_that_call_tools_at_different_steps_match_single_runs(byte_tok):
         assert (single.tokens[0], single.masks[0]) == (batch.tokens[i], batch.masks[i])
         text = tok.decode(batch.tokens[i])
         assert text.count("<|output_start|>42<|output_end|>") == text.count("<|python_end|>")
+
+
+def test_entropy_is_reported_where_the_model_sampled():
+    model = randomized(small(seq_len=40))
+    prompt = [5, 6, 7]
+    out = Engine(model).generate(prompt, num_samples=2, max_tokens=6, temperature=1.0, seed=1)
+    assert [len(e) for e in out.entropies] == [len(t) for t in out.tokens]
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([prompt]))[0, -1].float(), dim=-1)
+    first = -(logp.exp() * logp).sum().item()
+    assert out.entropies[0][0] == pytest.approx(first, rel=1e-4)
+    assert all(0 < e <= math.log(97) + 1e-4 for row in out.entropies for e in row)

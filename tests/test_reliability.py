@@ -20,9 +20,9 @@ import psutil
 import pytest
 
 from nanolib.config import load_book
-from nanolib.execute import execute_chapter, partial_dir
+from nanolib.execute import execute_chapter
 from nanolib.procs import AlreadyRunningError, Owner, write_owner
-from nanolib.runs import run_state
+from nanolib.runs import partial_dir, run_state
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,6 +47,7 @@ chapters:
     title: A chapter that waits for its gate
     params:
       label: a
+      fail: false
   - file: chapters/02_fail.py
     title: A chapter that fails
 presets:
@@ -62,6 +63,7 @@ WAIT = """
 # %% tags=["parameters"]
 preset = "tiny"
 label = None
+fail = None
 run_dir = None
 
 # %%
@@ -87,6 +89,8 @@ while not gate.exists() and time.time() < deadline:
     time.sleep(0.05)
 sleeper.kill()
 run.log(event="end", label=run.p.label)
+if run.p.fail:
+    raise RuntimeError("made to fail")
 
 # %%
 run.finish(headline={"label": run.p.label})
@@ -316,6 +320,12 @@ def test_smoke_chapters_make_no_network_attempt(tmp_path):
     loaded = set(Path(f"{log}.loaded").read_text().split())
     assert len(loaded) >= 5  # nanobook, and a chapter process and a kernel per chapter
     assert not log.exists(), log.read_text()
+    # chapter 02 records the tokenizer it read, as chapter 01 recorded it
+    made = json.loads((tmp_path / "runs/smoke/01_tokenizer/manifest.json").read_text())
+    read = json.loads((tmp_path / "runs/smoke/02_model/manifest.json").read_text())
+    assert read["consumed"] == {
+        "tokenizer": {"chapter": "01_tokenizer", "hash": made["artifacts"]["tokenizer"]}
+    }
 
 
 def test_a_tokenizer_smaller_than_asked_fails_the_chapter(tmp_path):
@@ -334,3 +344,62 @@ def test_a_tokenizer_smaller_than_asked_fails_the_chapter(tmp_path):
     lines = cli.stderr.strip().splitlines()
     assert len(lines) == 1 and "asked for a 512-id tokenizer, but 200 characters" in lines[0]
     assert not (tmp_path / "runs/smoke/01_tokenizer").exists()
+
+
+def papermill(book: Path, out: Path, *params: str) -> subprocess.Popen:
+    """Plain papermill (no nanobook) on chapter 01 of the process book."""
+    import jupytext
+    import nbformat
+
+    nb = book / "chapters/01_wait.ipynb"
+    if not nb.exists():
+        nbformat.write(jupytext.read(book / "chapters/01_wait.py"), nb)
+    args = [a for kv in zip(params[::2], params[1::2]) for a in ("-p", *kv)]
+    return subprocess.Popen(
+        [sys.executable, "-m", "papermill", str(nb), str(out), "-p", "preset", "smoke", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        cwd=book / "chapters",
+    )
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_plain_papermill_cannot_break_a_good_run(book, tmp_path):
+    (book / "gate").touch()
+    good = nanobook("run", "01", "--preset", "smoke")
+    assert good.wait(timeout=120) == 0, good.stderr.read()
+    run = book / "runs/smoke/01_wait"
+    before = snapshot(run)
+    assert run_state(load_book(), "01", "smoke").status == "ok"
+
+    failing = papermill(book, tmp_path / "failed.ipynb", "fail", "True", "label", "bad")
+    out, err = failing.communicate(timeout=120)
+    assert failing.returncode != 0 and "made to fail" in err
+    assert snapshot(run) == before  # the good run, its manifest included, is untouched
+    assert run_state(load_book(), "01", "smoke").status == "ok"
+
+    passing = papermill(book, tmp_path / "passed.ipynb", "label", "b")
+    out, err = passing.communicate(timeout=120)
+    assert passing.returncode == 0, err
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["params"]["label"] == "b" and manifest["executed_by"] == "notebook"
+    assert not partial_dir("01_wait", "smoke").exists()  # swapped in at run.finish()
+    st = run_state(load_book(), "01", "smoke")
+    assert st.status == "stale" and 'parameters overridden: label="b"' in st.reasons
+
+
+def test_plain_papermill_holds_the_same_lock(book, tmp_path):
+    nb_run = papermill(book, tmp_path / "out.ipynb")
+    kernel, _ = map(int, wait_for(partial_dir("01_wait", "smoke") / "kernel.pid").split())
+    cli = nanobook("run", "01", "--preset", "smoke", "--force")
+    out, err = cli.communicate(timeout=60)
+    assert cli.returncode == 3 and f"pid {kernel}, a notebook kernel" in err, err
+    (book / "gate").touch()
+    out, err = nb_run.communicate(timeout=120)
+    assert nb_run.returncode == 0, err
+    assert run_state(load_book(), "01", "smoke").manifest["status"] == "ok"

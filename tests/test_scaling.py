@@ -149,7 +149,7 @@ def test_approach3_rejects_bad_inputs():
 def test_isoflop_recovers_true_exponents(synthetic):
     with warnings.catch_warnings():
         warnings.simplefilter("error", ScalingWarning)  # nothing to flag on a clean grid
-        fit = fit_isoflop(synthetic, "N", "loss", "budget")
+        fit = fit_isoflop(synthetic.drop(columns="D"), "N", "loss", "budget")
     # The grid sits off-centre (1.3·N_opt) by the same factor at every budget, so the parabola's
     # bias is the same everywhere and the exponents come out within 2e-3 (we see 2e-5).
     assert fit.a == pytest.approx(TRUE_A, abs=2e-3)
@@ -163,10 +163,23 @@ def test_isoflop_recovers_true_exponents(synthetic):
 
 def test_isoflop_tokens_from_a_column(synthetic):
     # D interpolated from the runs themselves equals C/(6N) when the runs obey C = 6ND.
-    by_6nd = fit_isoflop(synthetic, "N", "loss", "budget")
+    by_6nd = fit_isoflop(synthetic, "N", "loss", "budget", tokens_col=None)
     by_col = fit_isoflop(synthetic, "N", "loss", "budget", tokens_col="D")
     np.testing.assert_allclose(by_col.budgets["d_opt"], by_6nd.budgets["d_opt"], rtol=1e-9)
-    assert by_col.tokens_rule == "column 'D'"
+    assert by_col.tokens_rule == "column 'D'" and by_6nd.tokens_rule == "C/(6N)"
+
+
+def test_isoflop_uses_the_runs_own_tokens_by_default(synthetic):
+    # Runs that spent less than their nominal budget: the default reads their own D, not C/(6N).
+    short = synthetic.assign(D=synthetic["D"] * 0.9)
+    default = fit_isoflop(short, "N", "loss", "budget")
+    nominal = fit_isoflop(short, "N", "loss", "budget", tokens_col=None)
+    assert default.tokens_rule == "column 'D'"
+    np.testing.assert_allclose(default.budgets["d_opt"], 0.9 * nominal.budgets["d_opt"], rtol=1e-9)
+    renamed = fit_isoflop(short.rename(columns={"D": "tokens"}), "N", "loss", "budget")
+    assert renamed.tokens_rule == "column 'tokens'"
+    with pytest.raises(KeyError, match="'tokens'"):
+        fit_isoflop(short, "N", "loss", "budget", tokens_col="tokens")
 
 
 def test_isoflop_flags_and_excludes_bad_budgets(synthetic):
@@ -174,8 +187,8 @@ def test_isoflop_flags_and_excludes_bad_budgets(synthetic):
     edge = isoflop_frame(budgets=[1e22], centre=8.0)  # every N above N_opt: loss rises with N
     down = pd.DataFrame({"budget": 3e22, "N": [1e9, 2e9, 4e9, 8e9], "loss": [2.0, 2.2, 2.2, 2.0]})
     data = pd.concat([synthetic, two, edge, down], ignore_index=True)
-    with pytest.warns(ScalingWarning) as record:
-        fit = fit_isoflop(data, "N", "loss", "budget")
+    with pytest.warns(ScalingWarning) as record:  # `down` records no D: tokens from C/(6N)
+        fit = fit_isoflop(data, "N", "loss", "budget", tokens_col=None)
     messages = " | ".join(str(w.message) for w in record)
     assert "3e+21" in messages and "1e+22" in messages and "3e+22" in messages
     assert messages.count("excluded from the power-law fit") == 3

@@ -25,8 +25,11 @@ def runs(tmp_path, monkeypatch) -> Path:
     return tmp_path / "smoke"
 
 
-def fake_run(runs: Path, slug: str, params: dict, overrides: dict | None = None) -> None:
+def fake_run(
+    runs: Path, slug: str, params: dict | None = None, overrides: dict | None = None, **extra
+) -> None:
     """A finished run of a chapter at smoke, as `nanobook run` leaves it."""
+    params = BOOK.resolve(slug, "smoke") if params is None else params
     d = runs / slug
     d.mkdir(parents=True)
     (d / f"{slug}.ipynb").write_text("{}")
@@ -40,7 +43,8 @@ def fake_run(runs: Path, slug: str, params: dict, overrides: dict | None = None)
     }
     if overrides is not None:
         manifest["overrides"] = overrides
-    (d / "manifest.json").write_text(json.dumps(manifest))
+    manifest.update(extra)
+    (d / "manifest.json").write_text(json.dumps(json.loads(json.dumps(manifest, default=str))))
 
 
 def test_an_override_is_named_as_one(runs, capsys):
@@ -81,3 +85,39 @@ def test_status_into_a_closed_pipe_is_quiet(runs):
     status.wait(timeout=60)
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
     assert status.returncode == 141
+
+
+def test_staleness_follows_the_artifacts_a_chapter_read(runs):
+    late = {"start": "2026-01-02T00:00:00+00:00", "end": "2026-01-02T00:01:00+00:00"}
+    fake_run(runs, "01_tokenizer", artifacts={"tokenizer": "t1"})
+    fake_run(runs, "03_pretraining", artifacts={"checkpoint": "c1"})
+    fake_run(runs, "04_scaling", consumed={"tokenizer": {"chapter": "01_tokenizer", "hash": "t1"}})
+    fake_run(
+        runs,
+        "05_core",
+        consumed={
+            "tokenizer": {"chapter": "01_tokenizer", "hash": "t1"},
+            "checkpoint": {"chapter": "03_pretraining", "hash": "c1"},
+        },
+    )
+    assert run_state(BOOK, "04", "smoke").status == "ok"
+    # chapter 03 re-runs and makes another checkpoint: 05 read it, 04 did not
+    (runs / "03_pretraining").rename(runs.parent / "old03")
+    fake_run(runs, "03_pretraining", artifacts={"checkpoint": "c2"}, **late)
+    assert run_state(BOOK, "04", "smoke").status == "ok"
+    st = run_state(BOOK, "05", "smoke")
+    assert st.status == "stale" and st.reasons == (
+        "its checkpoint (chapter 03) changed since the run",
+    )
+    # chapter 01 re-runs with the same result (training is deterministic): nothing is stale
+    (runs / "01_tokenizer").rename(runs.parent / "old01")
+    fake_run(runs, "01_tokenizer", artifacts={"tokenizer": "t1"}, **late)
+    assert run_state(BOOK, "04", "smoke").status == "ok"
+
+
+def test_a_run_shows_where_it_will_live_not_its_work_folder(runs):
+    from nanolib.runs import Run, partial_dir
+
+    run = Run(BOOK, "02_model", "smoke", {}, partial_dir("02_model", "smoke"), "cpu", 1)
+    assert f"run dir  {runs / '02_model'}" in run.summary()
+    assert ".partial" not in run.summary()

@@ -147,3 +147,22 @@ def test_python_tool_uses_the_sandbox_and_reports_its_errors(monkeypatch):
 def test_python_tool_without_a_sandbox_says_so(monkeypatch):
     monkeypatch.setitem(sys.modules, "nanolib.sandbox", None)  # import raises ImportError
     assert tools.python("print(1)").startswith("Error: the python tool is not available")
+
+
+def test_python_tool_runs_code_in_the_real_sandbox():
+    pytest.importorskip("nanolib.sandbox")
+    assert run_tool("print(sum(range(10)))", tools.DEFAULT_TOOLS) == "45"
+    assert run_tool("raise ValueError('nope')", tools.DEFAULT_TOOLS) == (
+        "Error: exception: ValueError: nope"
+    )
+    assert run_tool("x = 2", tools.DEFAULT_TOOLS) == ""  # no output is an empty answer
+
+
+def test_python_tool_turns_a_sandbox_failure_into_text(monkeypatch):
+    def run_python(code, timeout_s=5.0, memory_mb=256):
+        raise OSError("no POSIX here")
+
+    fake = types.ModuleType("nanolib.sandbox")
+    fake.run_python = run_python
+    monkeypatch.setitem(sys.modules, "nanolib.sandbox", fake)
+    assert tools.python("print(1)") == "Error: OSError: no POSIX here"

@@ -12,6 +12,12 @@ a second run writes byte-identical files. Eight tasks of the three CORE types:
   word; 3-shot), tiny_verse_number (the next verse number), tiny_lambada (a passage's last word,
   which appeared earlier in it).
 
+Val and train are different works, but parallel passages (a verse retold in another book of the
+Bible) can put an item's text in the training split anyway. The builder drops such items: an
+item is contaminated when its answer-bearing span — the answer and the SPAN − 1 words before it —
+occurs in the training text, checked through a set of hashed word n-grams of the training split
+(`train_ngrams`, `contaminated`).
+
 data/core/README.md describes each task and how its items are drawn.
 
 Usage:
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import json
 import random
@@ -31,12 +38,13 @@ import re
 import sys
 import tempfile
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))  # run as a script from anywhere in the checkout
 
+from nanolib.core_eval import write_bundle_manifest  # noqa: E402
 from nanolib.data import iter_texts  # noqa: E402
 from nanolib.files import replace_dir  # noqa: E402
 
@@ -46,6 +54,9 @@ VERSE = re.compile(r"^(\d+) (\S.*)$")
 SPEAKER = re.compile(r"^[A-Z][A-Z0-9 .,'&-]*:$")
 WORD = re.compile(r"^[A-Za-z]+(?:'[A-Za-z]+)?$")
 TRAILING_PUNCT = ".,;:!?"
+NGRAM = 8  # words per hashed n-gram of the training text
+SPAN = 13  # words of an item checked against it: the answer and the words just before it
+ANSWER_SHARE = 0.1  # at most this share of a task's items may have the same answer word
 
 # label: (type, shots, delimiter, category, random baseline %, description)
 TASKS = {
@@ -112,6 +123,46 @@ def load_documents() -> list[dict]:
         passages = speeches + [[t for _, t in ch] for ch in chapters]
         docs.append({"kind": kind, "passages": passages, "chapters": chapters})
     return docs
+
+
+def words_of(text: str) -> list[str]:
+    """Lower-case words without punctuation or numbers, the unit of the contamination check."""
+    return re.findall(r"[a-z]+(?:'[a-z]+)?", text.lower())
+
+
+def _gram_hash(words: list[str]) -> int:
+    return int.from_bytes(hashlib.blake2b(" ".join(words).encode(), digest_size=8).digest(), "big")
+
+
+def train_ngrams(texts: Iterable[str], n: int = NGRAM) -> set[int]:
+    """Hashes of every n-word window of the texts (the training split)."""
+    grams: set[int] = set()
+    for text in texts:
+        w = words_of(text)
+        grams.update(_gram_hash(w[i : i + n]) for i in range(len(w) - n + 1))
+    return grams
+
+
+def answer_span(item: dict) -> tuple[str, str]:
+    """(the text before the answer, the answer) of an item of any of the three types."""
+    if "choices" in item:
+        return item["query"], item["choices"][item["gold"]]
+    if "context_options" in item:
+        return item["context_options"][item["gold"]], item["continuation"]
+    return item["context"], item["continuation"]
+
+
+def contaminated(item: dict, grams: set[int], n: int = NGRAM) -> bool:
+    """Whether the answer and the SPAN − 1 words before it occur verbatim in the hashed text.
+
+    Every n-gram of that span must be in `grams`; a span shorter than n words (a short phrase,
+    which a model is meant to learn from training text) is never contaminated.
+    """
+    before, answer = answer_span(item)
+    span = words_of(before)[-(SPAN - 1) :] + words_of(answer)
+    if len(span) < n:
+        return False
+    return all(_gram_hash(span[i : i + n]) in grams for i in range(len(span) - n + 1))
 
 
 def unique(items: Iterator[dict], n: int) -> list[dict]:
@@ -286,11 +337,15 @@ def phrase(docs: list[dict], rng: random.Random) -> Iterator[dict]:
     spots = [(k, words) for words in lines for k in range(3, len(words))]
     rng.shuffle(spots)
     per_phrase: Counter = Counter()
+    per_answer: Counter = Counter()  # so that no word ("the") answers a large share of items
     for k, words in spots:
         key = (words[k - 2], words[k - 1])
         if sure.get(key) != words[k] or len(words[k]) < 3 or per_phrase[(*key, words[k])] >= 3:
             continue
+        if per_answer[words[k].lower()] >= ANSWER_SHARE * ITEMS:
+            continue
         per_phrase[(*key, words[k])] += 1
+        per_answer[words[k].lower()] += 1
         yield {"context": " ".join(words[:k]), "continuation": words[k]}
 
 
@@ -361,17 +416,20 @@ def meta_csv(counts: dict[str, int]) -> str:
 def build(out: Path, seed: int = SEED) -> dict[str, int]:
     """Write the bundle into out (atomically) and return the item count per task."""
     docs = load_documents()
+    grams = train_ngrams(iter_texts("tiny", "train"))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     counts = {}
     for label, make in MAKERS.items():
-        items = unique(make(docs, random.Random(f"{seed}-{label}")), ITEMS)
+        drawn = make(docs, random.Random(f"{seed}-{label}"))
+        items = unique((it for it in drawn if not contaminated(it, grams)), ITEMS)
         counts[label] = len(items)
         path = tmp / "eval_data" / TASKS[label][3] / f"{label}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(json.dumps(it, ensure_ascii=False) + "\n" for it in items))
     (tmp / "core.yaml").write_text(core_yaml())
     (tmp / "eval_meta_data.csv").write_text(meta_csv(counts))
+    write_bundle_manifest(tmp)  # load_bundle checks every file against it
     replace_dir(tmp, out)
     return counts
 

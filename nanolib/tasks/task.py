@@ -37,7 +37,7 @@ class Task:
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not -len(self) <= index < len(self):
             raise IndexError(f"task {self.name!r} has {len(self)} rows, no row {index}")
-        record = self.convert(self.rows[int(index)])
+        record = self.convert(self.rows[int(index) % len(self)])
         return {**record, "task": self.name, "kind": self.kind}
 
     def __iter__(self) -> Iterator[dict[str, Any]]:

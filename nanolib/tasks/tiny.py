@@ -85,7 +85,7 @@ def split_of(key: str) -> str:
 Item = tuple[str, str, dict[str, Any]] | None  # (split key, dedup text, row), None: no item
 
 
-def _fill(make: Callable[[int], Item], n_train: int, n_test: int, what: str) -> dict[str, list]:
+def _fill(make: Callable[[int], Item], n_train: int, n_test: int, what: str) -> dict[str, tuple]:
     """Draw items 0, 1, 2, … into their hashed split until both hold enough distinct ones."""
     need = {"train": n_train, "test": n_test}
     out: dict[str, list] = {"train": [], "test": []}
@@ -93,7 +93,7 @@ def _fill(make: Callable[[int], Item], n_train: int, n_test: int, what: str) -> 
     tries = 40 * (n_train + n_test) + 1000
     for i in range(tries):
         if all(len(out[s]) >= need[s] for s in SPLITS):
-            return out
+            break
         item = make(i)
         if item is None:
             continue
@@ -103,7 +103,7 @@ def _fill(make: Callable[[int], Item], n_train: int, n_test: int, what: str) -> 
             seen.add(text)
             out[split].append(row)
     if all(len(out[s]) >= need[s] for s in SPLITS):
-        return out
+        return {s: tuple(rows) for s, rows in out.items()}
     raise ValueError(
         f"the tiny world ran out of distinct {what} items: asked for {n_train} train and "
         f"{n_test} test, found {len(out['train'])} and {len(out['test'])}; ask for fewer"
@@ -365,8 +365,8 @@ def chat_row(draw: _Draw, model_name: str = MODEL_NAME) -> dict[str, Any]:
 @lru_cache(maxsize=8)
 def tiny_world_rows(
     name: str, seed: int = 0, n_train: int | None = None, n_test: int | None = None
-) -> dict[str, list[dict[str, Any]]]:
-    """Rows of one tiny task, {"train": [...], "test": [...]}, in its data set's schema."""
+) -> dict[str, tuple[dict[str, Any], ...]]:
+    """Rows of one tiny task, {"train": (...), "test": (...)}, in its data set's schema."""
     if name not in SIZES:
         raise ValueError(f"unknown tiny task {name!r}; valid tasks: {', '.join(SIZES)}")
     n_train = SIZES[name][0] if n_train is None else n_train
