@@ -242,7 +242,7 @@ def run_loop(
     trial = CompileTrial(compile_key or {}, num_steps - step, wanted)
     trial_note = trial.start()
     compiled = torch.compile(model) if trial.compiled else None
-    train_model = compiled or model
+    train_model = model if compiled is None else compiled  # a module has no truth value
     _use_compiled(optimizer, trial.compiled)
     running_compiled = trial.compiled
     if ddp:

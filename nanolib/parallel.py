@@ -1,27 +1,30 @@
 """Independent training runs side by side: one worker process per CPU core, or per GPU.
 
 A sweep's runs do not talk to each other, so the cheapest speed-up on a machine with several
-cores is to train several at once: each worker process takes one run at a time from the parent,
-trains it with `nanolib.train.launch` (one torch thread on a CPU, its own GPU on a multi-GPU
-node), logs to the run's `train.log`, and hands back the run's summary. The parent records each
-finished run at once (so a killed sweep loses nothing) and follows the runs' metrics.jsonl for
-one progress bar over all of them. If a run fails, no new run starts, the running ones finish
-and are recorded, and the failure is raised with the end of the run's log. Workers die with the
-parent (and are stopped, with everything they started, when the parent is interrupted).
+cores is to train several at once. Each worker is a process of its own (`python -m
+nanolib.parallel`, so it never re-imports the caller's script) that takes one run at a time from
+the parent over its stdin, trains it with `nanolib.train.launch` (one torch thread on a CPU, its
+own GPU on a multi-GPU node), logs to the run's `train.log`, and answers with the run's summary
+on its stdout. The parent records each finished run at once (so a killed sweep loses nothing)
+and follows the runs' metrics.jsonl for one progress bar over all of them. If a run fails, no
+new run starts, the running ones finish and are recorded, and the failure is raised with the end
+of the run's log. Workers die with the parent, and are stopped, with everything they started,
+when the parent is interrupted.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import json
 import os
-import queue
+import selectors
+import subprocess
+import sys
 import traceback
 from collections.abc import Callable, Sequence
 from contextlib import redirect_stdout
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from nanolib.checkpoint import read_metrics
 from nanolib.device import pick_device
@@ -36,6 +39,8 @@ def side_by_side(device: str, nproc: int = 1) -> int:
     if nproc > 1:
         return 1
     if pick_device(device) == "cuda":
+        import torch
+
         return max(1, torch.cuda.device_count())
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
@@ -46,24 +51,40 @@ def log_tail(out_dir: str | Path, lines: int = 15) -> list[str]:
     return path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else []
 
 
-def _worker(slot: int, gpu: int | None, jobs: Any, results: Any) -> None:
-    """A worker's loop: train each (index, config) it is given until it gets None."""
-    die_with_parent()
-    if gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
-    else:
-        torch.set_num_threads(1)
-    while (job := jobs.get()) is not None:
-        index, cfg = job
-        results.put(("start", slot, index, None))
+def _worker_main() -> None:
+    """A worker: for each JSON job line on stdin, train it and answer one JSON line."""
+    answers = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # anything else printed (C libraries included) stays off the answer channel
+    sys.stdout = sys.stderr
+    for line in sys.stdin:
+        job = json.loads(line)
+        cfg = TrainConfig(**job["config"])
         try:
             Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
             with open(Path(cfg.out_dir) / LOG, "a") as log, redirect_stdout(log):
-                summary = launch(cfg, 1, progress=False)
-        except BaseException:  # noqa: BLE001 — reported to the parent, which raises it
-            results.put(("failed", slot, index, traceback.format_exc()))
-        else:
-            results.put(("done", slot, index, summary))
+                answer = {"summary": launch(cfg, 1, progress=False)}
+        except Exception:  # reported to the parent, which raises it
+            answer = {"error": traceback.format_exc()}
+        answers.write(json.dumps({"index": job["index"], **answer}) + "\n")
+        answers.flush()
+
+
+def _start_worker(slot: int, cuda: bool) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if cuda:  # the slot-th GPU this process may use
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        env["CUDA_VISIBLE_DEVICES"] = visible.split(",")[slot] if visible else str(slot)
+    else:  # one thread per run: the cores are shared out between the runs
+        env["OMP_NUM_THREADS"] = "1"
+    return subprocess.Popen(
+        [sys.executable, "-m", "nanolib.parallel"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+        start_new_session=True,  # so that stopping it stops what it started
+        preexec_fn=die_with_parent,
+    )
 
 
 def _fraction_done(cfg: TrainConfig, steps: int) -> float:
@@ -88,68 +109,71 @@ def train_side_by_side(
     `steps` are the runs' planned step counts (for the progress bar `bar`, whose n becomes the
     finished runs plus the running runs' fractions). Runs start in the order given.
     """
-    ctx = mp.get_context("spawn")  # a forked copy of a process with OpenMP threads can hang
-    jobs, results = ctx.Queue(), ctx.Queue()
-    cuda = pick_device(configs[0].device) == "cuda" if configs else False
+    if not configs:
+        return
+    cuda = pick_device(configs[0].device) == "cuda"
     workers = max(1, min(workers, len(configs)))
-    procs = [
-        ctx.Process(target=_worker, args=(slot, slot if cuda else None, jobs, results), daemon=True)
-        for slot in range(workers)
-    ]
-    next_job, running, finished = 0, {}, 0
+    procs = [_start_worker(slot, cuda) for slot in range(workers)]
+    sel = selectors.DefaultSelector()
+    for slot, proc in enumerate(procs):
+        sel.register(proc.stdout, selectors.EVENT_READ, slot)
+    running: dict[int, int] = {}  # slot -> index of the run it trains
+    next_job, finished, base = 0, 0, bar.n if bar is not None else 0
     failure: tuple[int, str] | None = None
 
-    def feed() -> None:
+    def feed(slot: int) -> None:
         nonlocal next_job
         if failure is None and next_job < len(configs):
-            jobs.put((next_job, configs[next_job]))
-            next_job += 1
+            job = {"index": next_job, "config": asdict(configs[next_job])}
+            procs[slot].stdin.write(json.dumps(job) + "\n")
+            procs[slot].stdin.flush()
+            running[slot], next_job = next_job, next_job + 1
         else:
-            jobs.put(None)
+            procs[slot].stdin.close()  # no more work: the worker exits
 
-    base = bar.n if bar is not None else 0
     try:
-        for proc in procs:
-            proc.start()
-        for _ in procs:
-            feed()
-        while running or any(proc.is_alive() for proc in procs):
-            try:
-                kind, slot, index, payload = results.get(timeout=1.0)
-            except queue.Empty:
-                for slot, proc in enumerate(procs):
-                    if not proc.is_alive() and slot in running:  # killed (OOM, a signal)
+        for slot in range(workers):
+            feed(slot)
+        while running:
+            for key, _ in sel.select(timeout=1.0):
+                slot = key.data
+                line = procs[slot].stdout.readline()
+                if not line:  # the worker exited: out of work, or killed mid-run
+                    sel.unregister(key.fileobj)
+                    code = procs[slot].wait()
+                    if slot in running:
                         index = running.pop(slot)
-                        failure = failure or (index, f"its worker died (exit code {proc.exitcode})")
-            else:
-                if kind == "start":
-                    running[slot] = index
+                        failure = failure or (index, f"its worker died (exit status {code})")
                     continue
-                running.pop(slot, None)
-                if kind == "done":
+                index = running.pop(slot)
+                answer = json.loads(line)
+                if "summary" in answer:
                     finished += 1
-                    on_done(index, payload)
+                    on_done(index, answer["summary"])
                 else:
-                    failure = failure or (index, payload)
-                feed()
+                    failure = failure or (index, answer["error"])
+                feed(slot)
             if bar is not None:
                 fractions = sum(_fraction_done(configs[i], steps[i]) for i in running.values())
                 bar.n = round(base + finished + fractions, 2)
                 bar.refresh()
     except BaseException:
         for proc in procs:
-            if proc.is_alive():
+            if proc.poll() is None:
                 stop_tree(proc.pid, grace_s=2.0)
         raise
     finally:
+        sel.close()
         for proc in procs:
-            proc.join(timeout=5)
-    if failure is None and finished < len(configs):
-        raise TrainingError(
-            f"the workers exited with {len(configs) - finished} of {len(configs)} runs untrained"
-        )
+            if proc.stdin and not proc.stdin.closed:
+                proc.stdin.close()
+            proc.wait()
     if failure is not None:
         index, error = failure
         out = configs[index].out_dir
         lines = [*error.strip().splitlines()[-8:], f"the end of its log ({Path(out) / LOG}):"]
         raise TrainingError("\n".join([f"run {Path(out).name} failed:", *lines, *log_tail(out)]))
+
+
+if __name__ == "__main__":
+    _worker_main()

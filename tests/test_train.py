@@ -260,3 +260,8 @@ def test_a_compile_trial_switches_mid_run_and_keeps_training(tokenizer_dir, tmp_
     # steps 1-5 eager in both runs, then compiled (or eager again): the same within float noise
     assert max(abs(a[s] - b[s]) for s in a) <= 1e-3
     assert summary["val_bpb"] == pytest.approx(eager["val_bpb"], abs=1e-3)
+    # compile asked for: compiled from the first step (the code is in inductor's cache by now)
+    forced = T.launch(small(tmp_path / "forced", tokenizer_dir, compile=True), progress=False)
+    assert forced["compiled"] and forced["compile_s"] > 0
+    c = losses(tmp_path / "forced")
+    assert max(abs(a[s] - c[s]) for s in a) <= 1e-3
