@@ -77,6 +77,8 @@ TASK_TYPES = ("multiple_choice", "schema", "language_modeling")
 DEFAULT_DELIMITER = " "
 FEWSHOT_SEED = 1234  # few-shot examples of item i come from random.Random(FEWSHOT_SEED + i)
 SHUFFLE_SEED = 1337  # items are shuffled once with this seed before max_per_task cuts them
+# The bundle is a plain file on S3, not in a Hugging Face repo, so huggingface_hub cannot fetch
+# it: nanolib.files.download_file (resume, retry, check, atomic rename) does.
 EVAL_BUNDLE_URL = "https://karpathy-public.s3.us-west-2.amazonaws.com/eval_bundle.zip"
 TASKS_CSV = "data/core/core_tasks.csv"
 TINY_BUNDLE = "data/core/tiny_bundle"

@@ -2,21 +2,22 @@
 
 Every source is a set of parquet shards with one `text` column, one document per row. The `tiny`
 source ships in the repository (`data/corpus/`, written by `data/prepare_corpus.py`); a download
-source (`fineweb-edu`) is fetched shard by shard into a cache folder, resuming partial files and
-checking every shard before it is used. Nothing here needs the network unless a shard is missing.
+source (`fineweb-edu`) lives in a Hugging Face dataset repo and is fetched shard by shard with
+`huggingface_hub.hf_hub_download` (which resumes, and honours HF_HUB_OFFLINE, HF_ENDPOINT and
+HF_TOKEN) into a cache folder, where DOWNLOADS.json records each shard's size and sha256, checked
+every time the shard is used again. Nothing here needs the network unless a shard is missing.
 `TokenLoader` turns a source into the training stream: tokenised, packed rows that start at BOS,
 shared between ranks, with a position a checkpoint can save.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
-import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,7 +25,7 @@ import pyarrow.parquet as pq
 
 from nanolib.config import book_root
 from nanolib.files import DownloadError as DownloadError  # re-exported: download_shards raises it
-from nanolib.files import download_file, sha256_file
+from nanolib.files import atomic_write_json, read_json, sha256_file
 
 if TYPE_CHECKING:
     import torch
@@ -32,7 +33,8 @@ if TYPE_CHECKING:
     from nanolib.tokenizer import Tokenizer
 
 SPLITS = ("train", "val")
-MANIFEST = "MANIFEST.json"
+MANIFEST = "MANIFEST.json"  # a shipped corpus: {shard: {bytes, sha256, rows}}
+DOWNLOADS = "DOWNLOADS.json"  # a download folder: {shard: {bytes, sha256, rows, repo, revision}}
 SHIPPED_FIX = (
     "restore it with `git checkout data/corpus`, or rebuild the corpus with "
     "`python data/prepare_corpus.py --out data/corpus`"
@@ -55,7 +57,8 @@ class TextSource:
     name: str
     description: str
     shipped_dir: str | None = None  # shipped: folder relative to the book root
-    base_url: str | None = None  # download: shards live at f"{base_url}/{shard_name(i)}"
+    hf_repo: str | None = None  # download: the Hugging Face dataset repo holding the shards
+    revision: str = "main"  # download: branch, tag or commit of hf_repo
     num_shards: int = 0  # download: shards 0 … num_shards-1; the last one is the val shard
     shard_format: str = "shard_{index:05d}.parquet"
     checksums: dict[str, str] = field(default_factory=dict)  # file name -> sha256, where known
@@ -95,7 +98,7 @@ SOURCES: dict[str, TextSource] = {
         name="fineweb-edu",
         description="FineWeb-Edu 100B tokens, shuffled: 1,823 parquet shards on the Hugging Face "
         "hub (karpathy/fineweb-edu-100b-shuffle), the last one is val",
-        base_url="https://huggingface.co/datasets/karpathy/fineweb-edu-100b-shuffle/resolve/main",
+        hf_repo="karpathy/fineweb-edu-100b-shuffle",
         num_shards=1823,
     ),
 }
@@ -118,13 +121,15 @@ def _check_split(split: str) -> None:
 
 
 def _manifest_entry(path: Path) -> dict | None:
-    manifest = path.parent / MANIFEST
-    if not manifest.exists():
-        return None
-    try:
-        return json.loads(manifest.read_text(encoding="utf-8")).get(path.name)
-    except (OSError, ValueError):
-        return None
+    """What the shipped MANIFEST.json or a download folder's DOWNLOADS.json records of a shard."""
+    for name in (MANIFEST, DOWNLOADS):
+        record = path.parent / name
+        if record.exists():
+            try:
+                return json.loads(record.read_text(encoding="utf-8")).get(path.name)
+            except (OSError, ValueError):
+                return None
+    return None
 
 
 def _default_fix(path: Path) -> str:
@@ -135,7 +140,7 @@ def _default_fix(path: Path) -> str:
 
 
 def verify_shard(path: str | Path, sha256: str | None = None, fix: str | None = None) -> int:
-    """Check a shard (parquet, `text` column, sha256 if known) and return its row count."""
+    """Check a shard (parquet, `text` column, recorded size and sha256) and return its row count."""
     path = Path(path)
     fix = fix or _default_fix(path)
     entry = _manifest_entry(path)
@@ -147,6 +152,9 @@ def verify_shard(path: str | Path, sha256: str | None = None, fix: str | None = 
 
     if not path.is_file():
         raise fail("the file is missing")
+    size = path.stat().st_size
+    if entry and "bytes" in entry and entry["bytes"] != size:
+        raise fail(f"{size:,} bytes, {entry['bytes']:,} were recorded")
     try:
         meta = pq.ParquetFile(path).metadata
         schema = meta.schema.to_arrow_schema()
@@ -167,62 +175,112 @@ def verify_shard(path: str | Path, sha256: str | None = None, fix: str | None = 
 # downloading
 
 
+def _record_download(dest: Path, name: str, entry: dict) -> None:
+    """Add one shard's entry to dest/DOWNLOADS.json (several ranks or threads may write at once)."""
+    with open(dest / f".{DOWNLOADS}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        record = dest / DOWNLOADS
+        recorded = read_json(record) if record.exists() else {}
+        recorded[name] = entry
+        atomic_write_json(record, recorded)
+
+
+def _forget_download(dest: Path, name: str) -> None:
+    """Drop a shard's entry from dest/DOWNLOADS.json (its file is being replaced)."""
+    with open(dest / f".{DOWNLOADS}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        record = dest / DOWNLOADS
+        if record.exists():
+            recorded = read_json(record)
+            if recorded.pop(name, None) is not None:
+                atomic_write_json(record, recorded)
+
+
+def _hub_download(src: TextSource, name: str, dest: Path, why: str, force: bool) -> Path:
+    """One shard through huggingface_hub, its failures turned into one DownloadError."""
+    from huggingface_hub import hf_hub_download, is_offline_mode
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    where = f"{name} of the Hugging Face dataset {src.hf_repo} (revision {src.revision})"
+    try:
+        got = hf_hub_download(
+            src.hf_repo,
+            name,
+            repo_type="dataset",
+            revision=src.revision,
+            local_dir=dest,
+            force_download=force,
+        )
+    except LocalEntryNotFoundError as e:
+        if is_offline_mode():
+            raise DownloadError(
+                f"{why}: cannot download {where} into {dest} because HF_HUB_OFFLINE is set; "
+                "unset it to download, or copy the shard there"
+            ) from None
+        raise DownloadError(f"could not download {where} into {dest}: {e}") from None
+    except (HfHubHTTPError, OSError) as e:
+        raise DownloadError(
+            f"could not download {where} into {dest}: {type(e).__name__}: {e}. Check the network, "
+            "HF_ENDPOINT and HF_TOKEN, and re-run; a partial download is resumed."
+        ) from None
+    return Path(got)
+
+
+def _fetch_shard(src: TextSource, path: Path, sha256: str | None, attempts: int) -> Path:
+    """Reuse a recorded shard that still checks out; otherwise download it, check and record it."""
+    dest, name = path.parent, path.name
+    why = f"{name} is not in {dest}"
+    if path.exists():
+        try:
+            verify_shard(path, sha256=sha256, fix=DOWNLOAD_FIX)
+            if _manifest_entry(path) is not None:
+                return path
+            why = f"{name} in {dest} has no recorded size and sha256"
+        except CorruptShardError as e:
+            why = str(e)
+            path.unlink()
+    _forget_download(dest, name)  # a stale entry must not judge the new file
+    for attempt in range(attempts):
+        _hub_download(src, name, dest, why, force=attempt > 0)
+        try:
+            rows = verify_shard(path, sha256=sha256, fix=DOWNLOAD_FIX)
+            break
+        except CorruptShardError as e:
+            why = str(e)
+            path.unlink(missing_ok=True)
+    else:
+        raise DownloadError(f"{name} from {src.hf_repo} failed its check {attempts} time(s): {why}")
+    entry = {"bytes": path.stat().st_size, "sha256": sha256_file(path), "rows": rows}
+    _record_download(dest, name, {**entry, "repo": src.hf_repo, "revision": src.revision})
+    return path
+
+
 def download_shards(
     source: str,
     indices: Sequence[int],
     dest: str | Path | None = None,
-    base_url: str | None = None,
     workers: int = 4,
     *,
     checksums: dict[str, str] | None = None,
-    attempts: int = 4,
-    backoff: float = 1.0,
-    timeout: float = 60.0,
+    attempts: int = 2,
 ) -> list[Path]:
-    """Download the source's shards number indices into dest (resumable, verified, atomic)."""
-    from tqdm.auto import tqdm
-
+    """The source's shards number indices in dest: reused when their record checks out, else
+    downloaded from the Hugging Face hub (resumed, verified, recorded in DOWNLOADS.json)."""
     src = get_source(source)
-    base_url = (base_url or src.base_url or "").rstrip("/")
-    if not base_url:
+    if src.hf_repo is None:
         raise ValueError(f"source {source!r} is shipped with the book, not downloaded")
     dest = Path(dest) if dest is not None else src.directory()
     dest.mkdir(parents=True, exist_ok=True)
     sums = {**src.checksums, **(checksums or {})}
     paths = [dest / src.shard_name(i) for i in indices]
-    todo = []
-    for path in paths:
-        if path.exists():
-            try:
-                verify_shard(path, sha256=sums.get(path.name), fix=DOWNLOAD_FIX)
-                continue
-            except CorruptShardError:
-                path.unlink()
-        todo.append(path)
-    if not todo:
-        return paths
-    lock = threading.Lock()
-    with tqdm(total=0, unit="B", unit_scale=True, desc=f"{source} shards") as bar:
-        opts = {
-            "bar": bar,
-            "lock": lock,
-            "attempts": attempts,
-            "backoff": backoff,
-            "timeout": timeout,
-        }
 
-        def fetch(p: Path) -> Path:
-            check = partial(verify_shard, sha256=sums.get(p.name), fix=DOWNLOAD_FIX)
-            return download_file(f"{base_url}/{p.name}", p, check, **opts)
+    def fetch(p: Path) -> Path:
+        return _fetch_shard(src, p, sums.get(p.name), attempts)
 
-        if workers <= 1 or len(todo) == 1:
-            for p in todo:
-                fetch(p)
-        else:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                for future in [pool.submit(fetch, p) for p in todo]:
-                    future.result()
-    return paths
+    if workers <= 1 or len(paths) <= 1:
+        return [fetch(p) for p in paths]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return [f.result() for f in [pool.submit(fetch, p) for p in paths]]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -308,8 +366,6 @@ def _local_shard(src: TextSource, split: str, k: int) -> Path:
     folder = src.directory()
     folder.mkdir(parents=True, exist_ok=True)
     # Several ranks on one node may want the same shard at once: one downloads, the rest wait.
-    import fcntl
-
     with open(folder / f".{src.shard_name(index)}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         return download_shards(src.name, [index], dest=folder)[0]

@@ -3,7 +3,8 @@
 Every file the book writes goes through `atomic_write` (a temp sibling, then one rename), so a
 reader sees the old content or the new, never half of either; `replace_dir`/`atomic_dir` do the
 same for a whole folder. `download_file` fetches a URL into place the same way, resuming a
-`.part` file and retrying. This module imports nothing else of nanolib.
+`.part` file and retrying; it serves only files no library fetches for us (the CORE bundle on S3):
+Hugging Face-hosted files go through `huggingface_hub`. This module imports nothing else of nanolib.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ tests/test_browser.py render it)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import threading
@@ -229,12 +230,22 @@ def smoke_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class RangeServer:
-    """Serves the files of a folder on 127.0.0.1 with HTTP Range support, logging every request
-    ({path, range, sent}); it can cut the next responses short or ignore Range headers."""
+    """Serves the files of a folder on 127.0.0.1 with HTTP Range support, logging every GET
+    ({path, range, sent}); it can cut the next responses short or ignore Range headers.
 
-    def __init__(self, root: Path):
+    With hub=True it answers like a Hugging Face endpoint (HF_ENDPOINT): the folder's files are
+    the files of any repo at any revision (`/datasets/<owner>/<repo>/resolve/<rev>/<file>`), and
+    HEAD gives the commit, ETag (sha256) and size huggingface_hub asks for. Every request's path
+    and Authorization header is kept in `auth`."""
+
+    COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+    def __init__(self, root: Path, hub: bool = False):
         self.root = root
+        self.hub = hub
         self.log: list[dict] = []
+        self.heads: list[str] = []  # paths of HEAD requests
+        self.auth: list[tuple[str, str | None]] = []  # (path, Authorization) of each request
         self.cut_next = 0  # the next n responses stop halfway through the body
         self.ignore_range = False  # answer a Range request with the whole file (200)
         server = self
@@ -243,12 +254,40 @@ class RangeServer:
             def log_message(self, *args):
                 pass
 
+            def _file(self) -> Path | None:
+                server.auth.append((self.path, self.headers.get("Authorization")))
+                name = self.path.split("?")[0].lstrip("/")
+                if server.hub:
+                    m = re.fullmatch(r"(?:datasets/)?[^/]+/[^/]+/resolve/[^/]+/(.+)", name)
+                    name = m.group(1) if m else ""
+                path = server.root / name
+                if name and path.is_file():
+                    return path
+                self.send_response(404)
+                if server.hub:
+                    self.send_header("X-Error-Code", "EntryNotFound")
+                    self.send_header("X-Repo-Commit", server.COMMIT)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return None
+
+            def do_HEAD(self):
+                server.heads.append(self.path)
+                path = self._file()
+                if path is None:
+                    return
+                body = path.read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("ETag", f'"{hashlib.sha256(body).hexdigest()}"')
+                self.send_header("X-Repo-Commit", server.COMMIT)
+                self.end_headers()
+
             def do_GET(self):
-                path = server.root / self.path.lstrip("/")
                 entry = {"path": self.path, "range": self.headers.get("Range"), "sent": 0}
                 server.log.append(entry)
-                if not path.is_file():
-                    self.send_error(404)
+                path = self._file()
+                if path is None:
                     return
                 body = path.read_bytes()
                 start, status = 0, 200
@@ -284,7 +323,7 @@ class RangeServer:
 
     @property
     def ranges(self) -> list[str | None]:
-        """The Range header of each request so far (None: a plain GET)."""
+        """The Range header of each GET so far (None: a plain GET)."""
         return [e["range"] for e in self.log]
 
     def close(self) -> None:
@@ -293,12 +332,12 @@ class RangeServer:
 
 
 @pytest.fixture
-def range_server() -> Iterator[Callable[[Path], RangeServer]]:
-    """A factory: range_server(folder) serves that folder until the test ends."""
+def range_server() -> Iterator[Callable[..., RangeServer]]:
+    """A factory: range_server(folder, hub=False) serves that folder until the test ends."""
     started: list[RangeServer] = []
 
-    def start(root: Path) -> RangeServer:
-        started.append(RangeServer(root))
+    def start(root: Path, hub: bool = False) -> RangeServer:
+        started.append(RangeServer(root, hub=hub))
         return started[-1]
 
     yield start

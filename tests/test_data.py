@@ -11,6 +11,8 @@ import hashlib
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -141,7 +143,9 @@ def test_download_dir_follows_nanobook_data(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------------
-# the downloader, against a local HTTP server with Range support (conftest.RangeServer)
+# downloads through huggingface_hub, against a local endpoint (conftest.RangeServer, hub=True)
+
+REPO_PATH = "/datasets/karpathy/fineweb-edu-100b-shuffle/resolve/main"
 
 
 def _make_shard(path: Path, seed: int, rows: int = 300) -> None:
@@ -150,111 +154,166 @@ def _make_shard(path: Path, seed: int, rows: int = 300) -> None:
 
 
 @pytest.fixture
-def server(tmp_path, range_server):
+def server(tmp_path, range_server, monkeypatch):
+    """A fake hub holding two shards; huggingface_hub online and pointed at it in this process
+    (its settings are read from the environment at import: the subprocess test covers that)."""
+    from huggingface_hub import constants
+
     root = tmp_path / "remote"
     root.mkdir()
     for i in range(2):
         _make_shard(root / f"shard_{i:05d}.parquet", seed=i)
-    return range_server(root)
+    hub = range_server(root, hub=True)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+    template = hub.url + "/{repo_id}/resolve/{revision}/{filename}"
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+    return hub
 
 
-def _get(server, dest, indices=(0, 1), **kw):
-    kw = {"base_url": server.url, "backoff": 0.0, "timeout": 10.0, **kw}
+def _get(dest, indices=(0, 1), **kw):
     return data.download_shards("fineweb-edu", list(indices), dest, **kw)
 
 
-def test_download_fetches_verifies_and_skips(server, tmp_path):
+def _fetches(server) -> list[dict]:
+    """The server's GETs of repo files (huggingface_hub may also ask an online hub for a registry
+    of coding agents, once a day: not ours to count)."""
+    return [e for e in server.log if "/resolve/" in e["path"]]
+
+
+def _downloads(dest: Path) -> dict:
+    return json.loads((dest / data.DOWNLOADS).read_text())
+
+
+def test_download_fetches_records_and_reuses(server, tmp_path):
     dest = tmp_path / "cache"
-    paths = _get(server, dest, workers=2)
+    paths = _get(dest, workers=2)
     assert [p.name for p in paths] == ["shard_00000.parquet", "shard_00001.parquet"]
     for p in paths:
         assert p.read_bytes() == (server.root / p.name).read_bytes()
-    assert not list(dest.glob("*.part"))
-    assert len(server.log) == 2
-    _get(server, dest)  # already present and valid: nothing is requested
-    assert len(server.log) == 2
+    assert sorted(e["path"] for e in _fetches(server)) == [f"{REPO_PATH}/{p.name}" for p in paths]
+    recorded = _downloads(dest)
+    for p in paths:
+        body = p.read_bytes()
+        assert recorded[p.name]["bytes"] == len(body)
+        assert recorded[p.name]["sha256"] == hashlib.sha256(body).hexdigest()
+        assert recorded[p.name]["repo"] == "karpathy/fineweb-edu-100b-shuffle"
+    requests = len(_fetches(server)) + len(server.heads)
+    assert _get(dest) == paths  # recorded and intact: reused without asking the hub
+    assert len(_fetches(server)) + len(server.heads) == requests
 
 
-def test_download_resumes_a_part_file(server, tmp_path):
+def test_a_corrupt_recorded_shard_is_detected_and_fetched_again(server, tmp_path):
     dest = tmp_path / "cache"
-    dest.mkdir()
-    full = (server.root / "shard_00000.parquet").read_bytes()
-    have = len(full) // 3
-    (dest / "shard_00000.parquet.part").write_bytes(full[:have])
-    (path,) = _get(server, dest, indices=[0])
-    assert path.read_bytes() == full
-    assert server.log == [
-        {"path": "/shard_00000.parquet", "range": f"bytes={have}-", "sent": len(full) - have}
-    ]
+    (path,) = _get(dest, indices=[0])
+    full = path.read_bytes()
+    raw = bytearray(full)
+    raw[len(raw) // 2] ^= 0xFF  # same size, still parquet: only the recorded sha256 can tell
+    path.write_bytes(bytes(raw))
+    with pytest.raises(data.CorruptShardError, match="sha256 .* differs"):
+        data.verify_shard(path)
+    path.write_bytes(full[:-10])
+    with pytest.raises(data.CorruptShardError, match="bytes, .* were recorded"):
+        data.verify_shard(path)
+    path.write_bytes(bytes(raw))
+    gets = len(_fetches(server))
+    assert _get(dest, indices=[0])[0].read_bytes() == full
+    assert len(_fetches(server)) == gets + 1
 
 
-def test_download_part_edge_cases(server, tmp_path):
+def test_a_corrupt_shard_offline_names_the_damage(server, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
     dest = tmp_path / "cache"
-    dest.mkdir()
-    full = (server.root / "shard_00000.parquet").read_bytes()
-    part = dest / "shard_00000.parquet.part"
-    part.write_bytes(full)  # the part is already whole: 416, then verified and renamed
-    assert _get(server, dest, indices=[0])[0].read_bytes() == full
-    assert server.log[-1]["sent"] == 0
-    (dest / "shard_00000.parquet").unlink()
-    part.write_bytes(full[:100])
-    server.ignore_range = True  # a server without Range support: start over, no duplication
-    assert _get(server, dest, indices=[0])[0].read_bytes() == full
-    assert server.log[-1]["sent"] == len(full)
+    (path,) = _get(dest, indices=[0])
+    path.write_bytes(path.read_bytes()[:-10])
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    requests = len(_fetches(server)) + len(server.heads)
+    with pytest.raises(data.DownloadError, match="corrupt.*HF_HUB_OFFLINE") as info:
+        _get(dest, indices=[0])
+    assert "bytes" in str(info.value) and len(_fetches(server)) + len(server.heads) == requests
 
 
-def test_download_resumes_after_a_dropped_connection(server, tmp_path):
-    server.cut_next = 1
-    (path,) = _get(server, tmp_path / "cache", indices=[1])
+def test_download_survives_a_dropped_connection(server, tmp_path):
+    server.cut_next = 1  # huggingface_hub retries, resuming from the last whole chunk it wrote
+    (path,) = _get(tmp_path / "cache", indices=[1])
     full = (server.root / "shard_00001.parquet").read_bytes()
     assert path.read_bytes() == full
-    first, second = server.log
-    assert first["range"] is None and first["sent"] == len(full) // 2
-    assert second["range"] == f"bytes={len(full) // 2}-"
-    assert second["sent"] == len(full) - len(full) // 2
+    assert len(_fetches(server)) == 2 and _fetches(server)[0]["sent"] == len(full) // 2
+    assert _downloads(tmp_path / "cache")["shard_00001.parquet"]["bytes"] == len(full)
 
 
-def test_download_replaces_a_corrupt_file(server, tmp_path):
-    dest = tmp_path / "cache"
-    dest.mkdir()
-    full = (server.root / "shard_00000.parquet").read_bytes()
-    (dest / "shard_00000.parquet").write_bytes(full[:-10])
-    (path,) = _get(server, dest, indices=[0])
-    assert path.read_bytes() == full
-    assert [e["range"] for e in server.log] == [None]
-
-
-def test_download_checks_sha256_and_gives_up(server, tmp_path):
+def test_download_checks_known_sha256_and_gives_up(server, tmp_path):
     dest = tmp_path / "cache"
     bad = {"shard_00000.parquet": "0" * 64}
     with pytest.raises(data.DownloadError, match="sha256"):
-        _get(server, dest, indices=[0], checksums=bad, attempts=2)
-    assert len(server.log) == 2
+        _get(dest, indices=[0], checksums=bad, attempts=2)
+    assert len(_fetches(server)) == 2
     assert not (dest / "shard_00000.parquet").exists()
-    good = {
-        "shard_00000.parquet": hashlib.sha256(
-            (server.root / "shard_00000.parquet").read_bytes()
-        ).hexdigest()
-    }
-    _get(server, dest, indices=[0], checksums=good)
+    good = {"shard_00000.parquet": hashlib.sha256(
+        (server.root / "shard_00000.parquet").read_bytes()).hexdigest()}  # fmt: skip
+    _get(dest, indices=[0], checksums=good)
 
 
-def test_download_404_fails_at_once(server, tmp_path):
-    with pytest.raises(data.DownloadError, match="404"):
-        _get(server, tmp_path / "cache", indices=[5], attempts=3)
-    assert len(server.log) == 1
+def test_a_missing_shard_fails_at_once_naming_it(server, tmp_path):
+    with pytest.raises(data.DownloadError, match="shard_00005.parquet.*fineweb-edu-100b-shuffle"):
+        _get(tmp_path / "cache", indices=[5])
+    assert _fetches(server) == []  # the HEAD said 404: nothing was fetched
 
 
 def test_iter_texts_downloads_lazily(server, tmp_path, monkeypatch):
     monkeypatch.setenv("NANOBOOK_DATA", str(tmp_path / "data"))
-    fake = dataclasses.replace(data.SOURCES["fineweb-edu"], base_url=server.url, num_shards=2)
+    fake = dataclasses.replace(data.SOURCES["fineweb-edu"], num_shards=2)
     monkeypatch.setitem(data.SOURCES, "fineweb-edu", fake)
     docs = list(data.iter_texts("fineweb-edu", "train", max_chars=1_000, doc_cap=100))
     assert [len(d) for d in docs] == [100] * 10
     assert docs[0] == _texts(server.root / "shard_00000.parquet")[0][:100]
-    assert [e["path"] for e in server.log] == ["/shard_00000.parquet"]
+    assert [e["path"] for e in _fetches(server)] == [f"{REPO_PATH}/shard_00000.parquet"]
     val = list(data.iter_texts("fineweb-edu", "val"))
     assert val == _texts(server.root / "shard_00001.parquet")
     assert data.shard_paths("fineweb-edu", "val") == [
         tmp_path / "data/fineweb-edu/shard_00001.parquet"
     ]
+
+
+_DOWNLOAD = """
+import sys
+from nanolib import data
+try:
+    data.download_shards("fineweb-edu", [0], sys.argv[1])
+except data.DownloadError as e:
+    print("DownloadError:", e)
+    sys.exit(3)
+"""
+
+
+def _download_in_a_fresh_process(dest: Path, **env: str) -> subprocess.CompletedProcess:
+    """huggingface_hub reads HF_* when it is imported: a fresh interpreter sees the ones given."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    return subprocess.run([sys.executable, "-c", _DOWNLOAD, str(dest)], env={**clean, **env},
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+def test_hf_endpoint_and_token_are_honoured(tmp_path, range_server):
+    root = tmp_path / "remote"
+    root.mkdir()
+    _make_shard(root / "shard_00000.parquet", seed=0)
+    hub = range_server(root, hub=True)
+    dest = tmp_path / "cache"
+    done = _download_in_a_fresh_process(dest, HF_ENDPOINT=hub.url, HF_TOKEN="hf_test_token")
+    assert done.returncode == 0, done.stdout + done.stderr
+    shard = "shard_00000.parquet"
+    assert (dest / shard).read_bytes() == (root / shard).read_bytes()
+    assert [e["path"] for e in _fetches(hub)] == [f"{REPO_PATH}/shard_00000.parquet"]
+    assert {auth for path, auth in hub.auth if "/resolve/" in path} == {"Bearer hf_test_token"}
+    assert "shard_00000.parquet" in _downloads(dest)
+
+
+def test_offline_a_missing_shard_is_one_clear_error_and_no_request(tmp_path, range_server):
+    hub = range_server(tmp_path, hub=True)
+    dest = tmp_path / "cache"
+    done = _download_in_a_fresh_process(dest, HF_HUB_OFFLINE="1", HF_ENDPOINT=hub.url)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "HF_HUB_OFFLINE" in done.stdout and "shard_00000.parquet is not in" in done.stdout
+    assert "Traceback" not in done.stderr
+    assert hub.log == [] and hub.heads == []

@@ -105,14 +105,20 @@ def test_corrupt_shard_fails_with_the_fix(tok, tmp_path, monkeypatch):
 
 
 def test_download_source_is_fetched_shard_by_shard(tok, tmp_path, monkeypatch, range_server):
-    """A download source (the GPU presets' FineWeb-Edu) through a local server: lazily, in order."""
+    """A download source (the GPU presets' FineWeb-Edu) from a local hub: lazily, in order."""
+    from huggingface_hub import constants
+
     remote = tmp_path / "remote"
     remote.mkdir()
     corpus = book_root() / "data" / "corpus"
     for i, name in enumerate(["train-00000", "train-00001", "val-00000"]):
         shutil.copy(corpus / f"{name}.parquet", remote / f"shard_{i:05d}.parquet")
-    server = range_server(remote)
-    source = dataclasses.replace(data.SOURCES["fineweb-edu"], base_url=server.url, num_shards=3)
+    server = range_server(remote, hub=True)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # read at import: patched here
+    template = server.url + "/{repo_id}/resolve/{revision}/{filename}"
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+    monkeypatch.setattr(constants, "ENDPOINT", server.url)
+    source = dataclasses.replace(data.SOURCES["fineweb-edu"], num_shards=3)
     monkeypatch.setitem(data.SOURCES, "fineweb-edu", source)
     monkeypatch.setenv("NANOBOOK_DATA", str(tmp_path / "cache"))
     web = rows(TokenLoader(tok, "fineweb-edu", "val", 8, 64), 3)
@@ -121,4 +127,5 @@ def test_download_source_is_fetched_shard_by_shard(tok, tmp_path, monkeypatch, r
     assert sorted(p.name for p in cache.glob("*.parquet")) == ["shard_00002.parquet"]
     list(islice(TokenLoader(tok, "fineweb-edu", "train", 8, 64), 1))
     assert len(list(cache.glob("*.parquet"))) == 2  # only the first train shard so far
-    assert [e["path"] for e in server.log] == ["/shard_00002.parquet", "/shard_00000.parquet"]
+    fetched = [e["path"].rsplit("/", 1)[-1] for e in server.log if "/resolve/" in e["path"]]
+    assert fetched == ["shard_00002.parquet", "shard_00000.parquet"]
