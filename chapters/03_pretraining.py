@@ -39,32 +39,33 @@
 # measured on a quiet 2-core machine; the throughput section prints this run's).
 
 # %% tags=["parameters"]
-preset = "tiny"  # a preset from book.yml: smoke | tiny | d12 | miniseries | speedrun
-data = None  # every None below takes the preset's value; set one to override it
-depth = None
-aspect_ratio = None
-head_dim = None
-seq_len = None
-batch_tokens = None
-device_batch_size = None
-tokens_per_param = None
-target_flops = None
-num_steps = None
-matrix_lr = None
-embedding_lr = None
-unembedding_lr = None
-weight_decay = None
-warmup_steps = None
-warmdown_ratio = None
-final_lr_frac = None
-eval_every = None
-eval_tokens = None
-checkpoint_every = None
-num_samples = None
-sample_tokens = None
-bigram_max_tokens = None
-seed = None
-run_dir = None  # None: runs/<preset>/03_pretraining
+# Every None takes the preset's value (`nanobook params 03 --preset tiny` lists them, with ranges)
+preset = "tiny"  # type: str  a preset of book.yml: smoke | tiny | d12 | miniseries | speedrun
+data = None  # type: str  text source: tiny | fineweb-edu
+depth = None  # type: int  the dial: transformer blocks of the model we train
+aspect_ratio = None  # type: int  model width per block: d_model is aspect_ratio × depth
+head_dim = None  # type: int  channels per attention head
+seq_len = None  # type: int  context length in tokens
+batch_tokens = None  # type: int  tokens per optimizer step, summed over ranks and micro-steps
+device_batch_size = None  # type: int  rows per forward/backward on one rank
+tokens_per_param = None  # type: float  horizon: training tokens per parameter (if no steps/FLOPs)
+target_flops = None  # type: float  horizon: training FLOPs (None: from tokens_per_param)
+num_steps = None  # type: int  horizon: optimizer steps (None: from target_flops or the ratio)
+matrix_lr = None  # type: float  peak learning rate of the matrices (Muon)
+embedding_lr = None  # type: float  peak learning rate of the token embedding (AdamW)
+unembedding_lr = None  # type: float  peak learning rate of the output layer (AdamW)
+weight_decay = None  # type: float  weight decay of the matrices
+warmup_steps = None  # type: int  steps of linear learning-rate warmup
+warmdown_ratio = None  # type: float  last fraction of steps over which the LR decays linearly
+final_lr_frac = None  # type: float  the LR at the end, as a fraction of the peak
+eval_every = None  # type: int  steps between val evaluations (0: at the start and end only)
+eval_tokens = None  # type: int  val tokens per evaluation
+checkpoint_every = None  # type: int  steps between checkpoints (0: at the end only)
+num_samples = None  # type: int  text samples drawn from the model at each evaluation
+sample_tokens = None  # type: int  tokens per sample
+bigram_max_tokens = None  # type: int  training tokens the bigram baseline counts (None: all)
+seed = None  # type: int  random seed
+run_dir = None  # type: str  where the run is written (None: runs/<preset>/03_pretraining)
 
 # %%
 import html

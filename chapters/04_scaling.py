@@ -43,26 +43,27 @@
 # derives them from book.yml with the same planner, and a run's manifest records what it took.
 
 # %% tags=["parameters"]
-preset = "tiny"  # a preset from book.yml: smoke | tiny | d12 | miniseries | speedrun
-sweep_budgets = None  # every None below takes the preset's value; set one to override it
-sweep_depths = None
-sweep_vocab_size = None
-aspect_ratio = None
-head_dim = None
-batch_tokens = None
-device_batch_size = None
-warmup_steps = None
-eval_tokens = None
-checkpoint_every = None
-sweep_time_budget_s = None
-cpu_threads = None
-family_depths = None
-family_tokens_per_param = None
-n_bootstrap = None
-shape_depth = None
-shape_configs = None
-seed = None
-run_dir = None  # None: runs/<preset>/04_scaling
+# Every None takes the preset's value (`nanobook params 04 --preset tiny` lists them, with ranges)
+preset = "tiny"  # type: str  a preset of book.yml: smoke | tiny | d12 | miniseries | speedrun
+sweep_budgets = None  # type: list  FLOPs budgets of the IsoFLOP sweep
+sweep_depths = None  # type: list  per budget, the depths trained at that budget
+sweep_vocab_size = None  # type: int  vocabulary of the sweep's own tokenizer
+aspect_ratio = None  # type: int  model width per block: d_model is aspect_ratio × depth
+head_dim = None  # type: int  channels per attention head
+batch_tokens = None  # type: int  tokens per optimizer step
+device_batch_size = None  # type: int  rows per forward/backward
+warmup_steps = None  # type: int  steps of linear learning-rate warmup
+eval_tokens = None  # type: int  val tokens per evaluation
+checkpoint_every = None  # type: int  steps between checkpoints (0: at the end only)
+sweep_time_budget_s = None  # type: int  seconds the sweep may take: a longer plan fails at once
+cpu_threads = None  # type: int  torch threads per sweep run on a CPU (None: torch's default)
+family_depths = None  # type: list  depths of the miniseries trained at the fitted ratio
+family_tokens_per_param = None  # type: float  the miniseries' tokens per parameter (None: fitted)
+n_bootstrap = None  # type: int  bootstrap resamples behind each fit's band
+shape_depth = None  # type: int  depth of the model-shape comparison
+shape_configs = None  # type: list  [d_model, heads] pairs of the model-shape comparison
+seed = None  # type: int  random seed (runs and bootstraps)
+run_dir = None  # type: str  where the run is written (None: runs/<preset>/04_scaling)
 
 # %%
 import math

@@ -41,14 +41,15 @@
 # what it really took. Evaluation runs in the notebook's process, on one GPU even on an 8-GPU node.
 
 # %% tags=["parameters"]
-preset = "tiny"  # a preset from book.yml: smoke | tiny | d12 | miniseries | speedrun
-bundle = None  # every None below takes the preset's value; set one to override it
-max_per_task = None
-batch_tokens = None
-mfu = None
-dollars_per_gpu_hour = None
-seed = None
-run_dir = None  # None: runs/<preset>/05_core
+# Every None takes the preset's value (`nanobook params 05 --preset tiny` lists them, with ranges)
+preset = "tiny"  # type: str  a preset of book.yml: smoke | tiny | d12 | miniseries | speedrun
+bundle = None  # type: str  CORE eval bundle: tiny (shipped) | dclm (downloaded)
+max_per_task = None  # type: int  items scored per task (the first ones)
+batch_tokens = None  # type: int  tokens per scoring batch
+mfu = None  # type: float  model FLOPs utilisation assumed by the cost table (0 to 1)
+dollars_per_gpu_hour = None  # type: float  price assumed by the cost table
+seed = None  # type: int  random seed (bootstraps)
+run_dir = None  # type: str  where the run is written (None: runs/<preset>/05_core)
 
 # %%
 import html

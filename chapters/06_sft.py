@@ -42,25 +42,26 @@
 # manifest records what it took.
 
 # %% tags=["parameters"]
-preset = "tiny"  # a preset from book.yml: smoke | tiny | d12 | miniseries | speedrun
-mixture = None  # every None below takes the preset's value; set one to override it
-eval_tasks = None
-val_per_task = None
-num_steps = None
-batch_tokens = None
-device_batch_size = None
-lr_frac = None
-warmup_steps = None
-warmdown_ratio = None
-final_lr_frac = None
-eval_every = None
-checkpoint_every = None
-eval_items = None
-max_new_tokens = None
-eval_batch_size = None
-temperature = None
-seed = None
-run_dir = None  # None: runs/<preset>/06_sft
+# Every None takes the preset's value (`nanobook params 06 --preset tiny` lists them, with ranges)
+preset = "tiny"  # type: str  a preset of book.yml: smoke | tiny | d12 | miniseries | speedrun
+mixture = None  # type: dict  task name -> epochs of the fine-tuning mixture
+eval_tasks = None  # type: list  tasks scored before and after fine-tuning
+val_per_task = None  # type: int  held-out conversations per task for the val loss
+num_steps = None  # type: int  optimizer steps (None: one pass over the mixture)
+batch_tokens = None  # type: int  tokens per step, all ranks (None: the base run's)
+device_batch_size = None  # type: int  rows per forward/backward on one rank
+lr_frac = None  # type: float  × the base run's peak learning rates
+warmup_steps = None  # type: int  steps of linear learning-rate warmup
+warmdown_ratio = None  # type: float  last fraction of steps over which the LR decays linearly
+final_lr_frac = None  # type: float  the LR at the end, as a fraction of the peak
+eval_every = None  # type: int  steps between val-loss evaluations (0: at the start and end only)
+checkpoint_every = None  # type: int  steps between checkpoints (0: at the end only)
+eval_items = None  # type: int  items scored per eval task (None: all)
+max_new_tokens = None  # type: int  longest generated answer, in tokens
+eval_batch_size = None  # type: int  prompts generated at once while scoring
+temperature = None  # type: float  sampling temperature of the shown conversations
+seed = None  # type: int  random seed
+run_dir = None  # type: str  where the run is written (None: runs/<preset>/06_sft)
 
 # %%
 import time

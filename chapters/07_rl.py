@@ -38,24 +38,25 @@
 # learning rates at 0.05 of the SFT run's, decaying linearly to zero.
 
 # %% tags=["parameters"]
-preset = "tiny"  # a preset from book.yml: smoke | tiny | d12 | miniseries | speedrun
-task = None  # every None below takes the preset's value; set one to override it
-num_steps = None
-num_epochs = None
-problems_per_step = None
-num_samples = None
-max_new_tokens = None
-temperature = None
-top_k = None
-device_batch_size = None
-lr_frac = None
-eval_every = None
-eval_problems = None
-eval_samples = None
-checkpoint_every = None
-demo_steps = None
-seed = None
-run_dir = None  # None: runs/<preset>/07_rl
+# Every None takes the preset's value (`nanobook params 07 --preset tiny` lists them, with ranges)
+preset = "tiny"  # type: str  a preset of book.yml: smoke | tiny | d12 | miniseries | speedrun
+task = None  # type: str  generative task with checkable answers: tiny_arithmetic | gsm8k
+num_steps = None  # type: int  optimizer steps (None: num_epochs over the problems)
+num_epochs = None  # type: float  passes over the training problems (if num_steps is None)
+problems_per_step = None  # type: int  problems per step, all ranks together
+num_samples = None  # type: int  the group: completions sampled per problem
+max_new_tokens = None  # type: int  longest completion, in tokens
+temperature = None  # type: float  sampling temperature of the rollouts
+top_k = None  # type: int  sample among the k likeliest tokens
+device_batch_size = None  # type: int  rollouts per forward/backward on one rank
+lr_frac = None  # type: float  × the SFT run's peak learning rates
+eval_every = None  # type: int  steps between held-out evaluations (0: at the start and end only)
+eval_problems = None  # type: int  held-out problems per evaluation
+eval_samples = None  # type: int  samples per problem for pass@k
+checkpoint_every = None  # type: int  steps between checkpoints (0: at the end only)
+demo_steps = None  # type: int  steps of each short too-hard / too-easy demonstration run
+seed = None  # type: int  random seed
+run_dir = None  # type: str  where the run is written (None: runs/<preset>/07_rl)
 
 # %%
 import resource

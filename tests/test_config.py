@@ -230,16 +230,20 @@ def test_params_prints_values_with_their_source(book_copy, capsys):
     assert rows["data"][-2:] == ["tiny,", "fineweb-edu"]
 
 
-@pytest.mark.parametrize("chapter", ["01", "02"])
+@pytest.mark.parametrize("chapter", [ch.slug[:2] for ch in load_book(ROOT / "book.yml").chapters])
 def test_papermill_shows_each_parameter_with_its_type(chapter):
-    """`papermill --help-notebook` names a type for every parameter, the one book.yml gives it."""
+    """`papermill --help-notebook` names a type and a help for every parameter of every chapter:
+    the type book.yml gives it (or, for a null default, the presets' values give it)."""
     import papermill
 
     book = load_book(ROOT / "book.yml")
     ch = book.chapter(chapter)
     shown = papermill.inspect_notebook(str(ch.notebook))
-    want = {k: type(v).__name__ for k, v in ch.params.items()}
-    want.update(preset="str", run_dir="str")
+    assert set(shown) == {"preset", *ch.params, "run_dir"}
     got = {k: p["inferred_type_name"] for k, p in shown.items()}
-    assert got == want
+    assert "Unknown type" not in got.values() and "None" not in got.values()
+    want = {k: type(v).__name__ for k, v in ch.params.items() if v is not None}
+    want.update({k: t.__name__ for k, t in ch.null_types.items()}, preset="str", run_dir="str")
+    assert {k: got[k] for k in want} == want
+    assert all(p["default"] == "None" for k, p in shown.items() if k != "preset")
     assert all(p["help"] for p in shown.values())
