@@ -26,3 +26,28 @@ def test_torch_is_pinned_exactly():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     torch = [r for r in project["dependencies"] if r.startswith("torch")]
     assert torch == ["torch==2.13.0"], "an open torch range pulls a multi-GB CUDA build"
+
+
+def test_packaging_is_quiet_and_ships_the_templates(tmp_path):
+    """Building the package prints no setuptools warnings (the license table, template folders
+    left out of packages) and the wheel holds nanolib's templates."""
+    import subprocess
+    import sys
+    import zipfile
+
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "--no-build-isolation",
+         "--no-cache-dir", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    log = done.stdout + done.stderr
+    noisy = [
+        ln
+        for ln in log.splitlines()
+        if re.search(r"Deprecat|would be ignored|not listed|license", ln, re.IGNORECASE)
+    ]
+    assert not noisy, "\n".join(noisy[:10])
+    (wheel,) = tmp_path.glob("nanolib-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert any(n.startswith("nanolib/templates/") for n in names)
