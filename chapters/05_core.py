@@ -708,9 +708,10 @@ run.finish(headline=headline)
 # ## Summary
 #
 # - CORE asks every model the same 22 few-shot questions and centres each task's accuracy on
-#   guessing, so models trained on different text and tokenizers can be compared; a multiple-choice
-#   item is one forward pass per answer (lowest mean loss wins), a language-modelling item an exact
-#   greedy match. Published numbers use the v1 baselines.
+#   guessing, so models trained on different text can be compared — across tokenizers only
+#   roughly, since both scores work per token: a multiple-choice item is one forward pass per
+#   answer (lowest mean loss per token wins), a language-modelling item an exact greedy match,
+#   token by token. Published numbers use the v1 baselines.
 # - On a CPU our models take the tiny bundle — the same code and format, a different test ("tiny
 #   CORE"). Each model's per-task scores, CORE v1 and v2 and the eval throughput are in `core/`.
 # - GPT-3 was never scored; a map from six shared tasks to CORE, fitted on GPT-2, estimates it at
