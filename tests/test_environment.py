@@ -31,13 +31,19 @@ def test_torch_is_pinned_exactly():
 def test_packaging_is_quiet_and_ships_the_templates(tmp_path):
     """Building the package prints no setuptools warnings (the license table, template folders
     left out of packages) and the wheel holds nanolib's templates."""
+    import shutil
     import subprocess
     import sys
     import zipfile
 
+    src = tmp_path / "src"  # a copy: setuptools leaves build/ and *.egg-info where it builds
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    shutil.copytree(ROOT / "nanolib", src / "nanolib", ignore=shutil.ignore_patterns("__pycache__"))
     done = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "--no-build-isolation",
-         "--no-cache-dir", "-w", str(tmp_path), str(ROOT)],
+         "--no-cache-dir", "-w", str(tmp_path / "wheel"), str(src)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
@@ -48,6 +54,6 @@ def test_packaging_is_quiet_and_ships_the_templates(tmp_path):
         if re.search(r"Deprecat|would be ignored|not listed|license", ln, re.IGNORECASE)
     ]
     assert not noisy, "\n".join(noisy[:10])
-    (wheel,) = tmp_path.glob("nanolib-*.whl")
+    (wheel,) = (tmp_path / "wheel").glob("nanolib-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert any(n.startswith("nanolib/templates/") for n in names)
