@@ -21,7 +21,6 @@ from __future__ import annotations
 import ast
 import csv
 import json
-import os
 import shutil
 import tempfile
 import zipfile
@@ -33,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from nanolib.config import book_root
+from nanolib.config import book_root, data_cache
 from nanolib.files import DownloadError as DownloadError  # re-exported: download_bundle raises it
 from nanolib.files import (
     atomic_write_json,
@@ -147,8 +146,7 @@ def tiny_bundle_dir() -> Path:
 
 def default_bundle_dir() -> Path:
     """Where download_bundle unpacks the real bundle: $NANOBOOK_DATA/eval_bundle."""
-    root = os.environ.get("NANOBOOK_DATA") or Path.home() / ".cache" / "nanobook"
-    return Path(root) / "eval_bundle"
+    return data_cache() / "eval_bundle"
 
 
 def _item_problem(task_type: str, item: Any) -> str | None:
