@@ -61,7 +61,7 @@ import torch
 import torch.nn.functional as F
 from IPython.display import HTML, display
 
-from nanolib import core_eval, core_fit
+from nanolib import core_bundle, core_eval, core_fit
 from nanolib.checkpoint import SUMMARY, load_model
 from nanolib.claims import expect, say
 from nanolib.device import autocast_context
@@ -101,7 +101,7 @@ print(run.summary())
 # negative for a model worse than chance). CORE is the plain mean of the 22 centred accuracies.
 
 # %%
-tasks = pd.DataFrame([vars(t) for t in core_eval.core_tasks()]).set_index("label")
+tasks = pd.DataFrame([vars(t) for t in core_bundle.core_tasks()]).set_index("label")
 tasks[["baseline_v1", "baseline_v2"]] *= 100
 tasks[["category", "task_type", "num_fewshot", "baseline_v1", "baseline_v2"]]
 
@@ -142,10 +142,10 @@ changed.assign(centred_at_40pct_v1=at_40[0], centred_at_40pct_v2=at_40[1])[
 # GPT-2's or nanochat's numbers.
 
 # %%
-BUNDLES = {"tiny": core_eval.tiny_bundle_dir, "dclm": core_eval.download_bundle}
+BUNDLES = {"tiny": core_bundle.tiny_bundle_dir, "dclm": core_bundle.download_bundle}
 if run.p.bundle not in BUNDLES:
     raise ValueError(f"bundle = {run.p.bundle!r}: choose one of {list(BUNDLES)}")
-bundle = core_eval.load_bundle(BUNDLES[run.p.bundle]())
+bundle = core_bundle.load_bundle(BUNDLES[run.p.bundle]())
 pd.DataFrame(
     {
         "type": t.spec.task_type,
@@ -165,7 +165,7 @@ pd.DataFrame(
 
 
 # %%
-def item_rows(task: core_eval.Task, i: int) -> tuple[list[tuple[str, str]], int | None]:
+def item_rows(task: core_bundle.Task, i: int) -> tuple[list[tuple[str, str]], int | None]:
     """Item i (in evaluation order) of a task: its (context, continuation) rows and gold index."""
     spec = task.spec
     items = [task.items[j] for j in core_eval.evaluation_order(len(task.items))]
@@ -174,7 +174,7 @@ def item_rows(task: core_eval.Task, i: int) -> tuple[list[tuple[str, str]], int 
     return rows, items[i].get("gold")
 
 
-def show_item(task: core_eval.Task, i: int = 0, tail: int = 400) -> str:
+def show_item(task: core_bundle.Task, i: int = 0, tail: int = 400) -> str:
     """An item's rows as HTML: their shared start once (its last `tail` characters), then each."""
     rows, gold = item_rows(task, i)
     shared = os.path.commonprefix([c for c, _ in rows]) if len(rows) > 1 else rows[0][0]
@@ -189,7 +189,7 @@ def show_item(task: core_eval.Task, i: int = 0, tail: int = 400) -> str:
 
 
 examples = {t.spec.task_type: t for t in reversed(bundle.tasks)}  # the first task of each type
-display(HTML("<hr>".join(show_item(examples[k]) for k in core_eval.TASK_TYPES if k in examples)))
+display(HTML("<hr>".join(show_item(examples[k]) for k in core_bundle.TASK_TYPES if k in examples)))
 
 # %% [markdown]
 # ## How an item is scored
@@ -397,7 +397,7 @@ calibration[["family", "model", "params_M", *six, "core_v1"]]
 # (average, CORE) points. The teaching version, checked against the library's fit:
 
 # %%
-baseline = pd.Series({t.label: t.baseline_v1 for t in core_eval.core_tasks()})[six]
+baseline = pd.Series({t.label: t.baseline_v1 for t in core_bundle.core_tasks()})[six]
 six_mean = ((calibration[six] / 100 - baseline) / (1 - baseline)).mean(axis=1)
 is_gpt2 = calibration.family == "gpt2"
 slope, intercept = np.polyfit(six_mean[is_gpt2], calibration.core_v1[is_gpt2], 1)

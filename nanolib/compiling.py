@@ -38,6 +38,7 @@ def cache_root() -> Path:
 
 def use_inductor_cache() -> Path:
     """Point inductor's on-disk cache at `runs/.cache/inductor/` (unless set already)."""
+    # torch reads the cache's place only from this variable; ranks and compile workers inherit it
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_root() / "inductor"))
     return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
 

@@ -234,6 +234,11 @@ class Book:
         return rows
 
 
+def data_cache() -> Path:
+    """Where downloaded data is cached: $NANOBOOK_DATA, else ~/.cache/nanobook."""
+    return Path(os.environ.get("NANOBOOK_DATA") or Path.home() / ".cache" / "nanobook")
+
+
 def book_root() -> Path:
     """The folder holding book.yml: $NANOBOOK_ROOT, else the checkout nanolib was imported from."""
     env = os.environ.get("NANOBOOK_ROOT")

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from nanolib.config import book_root
-from nanolib.core_eval import core_tasks
+from nanolib.core_bundle import core_tasks
 from nanolib.device import ASSUMED_MFU, DOLLARS_PER_GPU_HOUR, REFERENCE_GPU, gpu_cost
 
 REFERENCE_DIR = "data/reference"

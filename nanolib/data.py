@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow.parquet as pq
 
-from nanolib.config import book_root
+from nanolib.config import book_root, data_cache
 from nanolib.files import DownloadError as DownloadError  # re-exported: download_shards raises it
 from nanolib.files import atomic_write_json, read_json, sha256_file
 
@@ -72,8 +72,7 @@ class TextSource:
         """The shipped folder, or $NANOBOOK_DATA/<name> (default ~/.cache/nanobook/<name>)."""
         if self.shipped_dir is not None:
             return book_root() / self.shipped_dir
-        root = os.environ.get("NANOBOOK_DATA") or Path.home() / ".cache" / "nanobook"
-        return Path(root) / self.name
+        return data_cache() / self.name
 
     def shard_name(self, index: int) -> str:
         """File name of a download source's shard number index."""

@@ -12,13 +12,17 @@ due, then one optimizer step with a scheduled LR over this rank's micro-batches.
 so stages differ only in the `StepSource` that yields their batches (and in what they evaluate).
 Gradients are all-reduced once per step under DDP, which averages the ranks' losses.
 
-A stage runs in one process, or in each rank under torchrun: `launch_module(module, …)` starts
-`torchrun … -m <module> --config <out_dir>/config.json`, streams rank 0's lines and follows
-`metrics.jsonl` with a progress bar; `init_ranks`/`finish_ranks` bracket a rank's work.
+A stage runs in one process, or in each rank under torchrun: a stage's configuration is a
+`StageConfig` dataclass saved as `<out_dir>/config.json`; `launch_stage` runs the stage here or
+through `launch_module(module, …)`, which starts `torchrun … -m <module> --config
+<out_dir>/config.json`, streams rank 0's lines and follows `metrics.jsonl` with a progress bar;
+`stage_main` is each stage module's command line, with `init_ranks`/`finish_ranks` around a rank's
+work.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -31,15 +35,16 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 
 from nanolib.checkpoint import (
+    CONFIG,
     METRICS,
     SUMMARY,
     load_checkpoint,
@@ -48,8 +53,8 @@ from nanolib.checkpoint import (
     save_checkpoint,
 )
 from nanolib.compiling import CompileTrial, read_verdict, use_inductor_cache
-from nanolib.device import autocast_context, pick_device, sync
-from nanolib.files import atomic_write_text, read_json
+from nanolib.device import autocast_context, device_name, pick_device, sync
+from nanolib.files import atomic_write_json, atomic_write_text, read_json
 from nanolib.procs import die_with_parent
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]  # inputs, targets, weights
@@ -105,6 +110,16 @@ class LoopResult:
     last_eval: dict[str, Any]
     compiled: bool = False  # torch.compile at the end of the run (model and Muon)
     compile_s: float | None = None  # the first compiled step, compilation included
+
+    def run_fields(self, device: str, world: int) -> dict[str, Any]:
+        """How the run went, for a stage's summary: step time, wall time, device, ranks, resume."""
+        return {
+            "step_s": self.timed_s / self.timed_steps if self.timed_steps else None,
+            "wall_s": self.wall_s,
+            "device": device_name(device),
+            "world_size": world,
+            "resumed_from": self.resumed_from,
+        }
 
 
 def lr_multiplier(
@@ -199,7 +214,7 @@ def run_loop(
     bf16: bool | None = None,
     progress: bool = True,
     desc: str = "training",
-    headline: Callable[[bool, int], str] | None = None,
+    headline: str | None = None,
     postfix: tuple[str, ...] = (),
     step_fields: Callable[[int], dict[str, Any]] | None = None,
 ) -> LoopResult | None:
@@ -207,9 +222,10 @@ def run_loop(
 
     `config` (JSON-able) is saved in every checkpoint; a checkpoint whose config differs outside
     `ignore` is not resumed. `evaluate(step, model)` runs at step 0, every eval_every steps and
-    at the end, on every rank, and returns the metrics to log. `headline(resuming, step)` is the
-    line printed at the start; `postfix` names metrics shown on the progress bar;
-    `step_fields(step)` adds fields to every metrics line (e.g. tokens and FLOPs so far).
+    at the end, on every rank, and returns the metrics to log. `headline` (the run's plan) is
+    printed at the start, after "starting: " or "resuming at step N: "; `postfix` names metrics
+    shown on the progress bar; `step_fields(step)` adds fields to every metrics line (e.g. tokens
+    and FLOPs so far).
     `compile_model` None measures whether torch.compile pays (nanolib.compiling, keyed by
     `compile_key`); `bf16` None autocasts on CUDA only.
     """
@@ -256,7 +272,8 @@ def run_loop(
         atomic_write_text(out / METRICS, "".join(json.dumps(r) + "\n" for r in kept))
         metrics = open(out / METRICS, "a")  # appended to, line by line, for the whole run
         if headline:
-            say(headline(resume is not None, step) + (", bf16 autocast" if bf16 else ""))
+            start = f"resuming at step {step}" if resume is not None else "starting"
+            say(f"{start}: {headline}" + (", bf16 autocast" if bf16 else ""))
         if trial_note:
             say(trial_note)
 
@@ -375,6 +392,91 @@ def _use_compiled(optimizer: Any, on: bool) -> None:
 
 # ------------------------------------------------------------------------------------------------
 # launching: in-process, or torchrun for several ranks
+
+C = TypeVar("C", bound="StageConfig")
+
+
+class StageConfig:
+    """Base of a stage's config dataclass: made from a chapter's parameters, saved as JSON."""
+
+    out_dir: str
+    device: str
+
+    @classmethod
+    def from_params(cls: type[C], params: dict[str, Any], **fixed: Any) -> C:
+        """A config from a chapter's resolved parameters; keys that are not fields are skipped."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in params.items() if k in names}, **fixed)
+
+    def save(self, path: str | Path) -> None:
+        """Write the config as JSON, atomically."""
+        atomic_write_json(path, asdict(self))
+
+    def save_in_out_dir(self) -> Path:
+        """Create out_dir and write the config there as config.json; return out_dir."""
+        out = Path(self.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self.save(out / CONFIG)
+        return out
+
+    def schedule(self, num_steps: int, **overrides: Any) -> Schedule:
+        """The loop's Schedule of num_steps, from this config's fields of the same names."""
+        names = {f.name for f in fields(Schedule)} - {"num_steps"}
+        given = {n: getattr(self, n) for n in names if hasattr(self, n)}
+        return Schedule(num_steps, **{**given, **overrides})
+
+    @classmethod
+    def load(cls: type[C], path: str | Path) -> C:
+        """Read a config written by `save`, naming any unknown key."""
+        raw = read_json(path)
+        known = {f.name for f in fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"{path}: unknown key(s) {sorted(unknown)}; valid: {sorted(known)}")
+        return cls(**raw)
+
+
+def launch_stage(
+    cfg: StageConfig,
+    nproc: int,
+    run: Callable[..., dict[str, Any] | None],
+    prepare: Callable[[Any, int], tuple[Any, ...]],
+    module: str,
+    desc: str,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run a stage in this process (nproc = 1) or under torchrun on nproc ranks; its summary.
+
+    `run(cfg, progress=…)` is the stage and `module` the one torchrun starts; `prepare(cfg,
+    nproc)` (the stage's checks that need no device, returning a tuple that ends with its plan)
+    runs here first, so what can be checked before the ranks start fails here, in the notebook.
+    """
+    if nproc == 1:
+        return run(cfg, progress=progress)
+    steps = prepare(cfg, nproc)[-1].num_steps
+    out = cfg.save_in_out_dir()
+    return launch_module(module, out / CONFIG, nproc, steps, desc=desc, progress=progress)
+
+
+def stage_main(
+    argv: list[str] | None,
+    config_type: type[StageConfig],
+    run: Callable[..., Any],
+    description: str,
+) -> None:
+    """A stage module's command line, `--config <out_dir>/config.json`, alone or under torchrun."""
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    ap = argparse.ArgumentParser(description=description)
+    name = config_type.__name__
+    ap.add_argument("--config", required=True, help=f"a config.json written by {name}.save")
+    ap.add_argument("--no-progress", action="store_true", help="plain lines, no progress bar")
+    args = ap.parse_args(argv)
+    cfg = config_type.load(args.config)
+    init_ranks(cfg.device)
+    # on an exception torchrun gets the traceback in the rank's error file
+    record(run)(cfg, progress=not args.no_progress)
+    finish_ranks()
 
 
 def torchrun_command(

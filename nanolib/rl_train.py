@@ -15,11 +15,10 @@ the checkpoint files, summary.json.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,20 +26,18 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from nanolib.checkpoint import CONFIG, SUMMARY, load_model, read_meta, read_metrics
-from nanolib.device import device_name
+from nanolib.checkpoint import SUMMARY, load_model, read_meta, read_metrics
 from nanolib.engine import Engine
-from nanolib.files import atomic_write_json, read_json
+from nanolib.files import atomic_write_json
 from nanolib.loop import (
     Batch,
-    Schedule,
+    StageConfig,
     TrainingError,
-    finish_ranks,
-    init_ranks,
-    launch_module,
+    launch_stage,
     rank_device,
     rank_info,
     run_loop,
+    stage_main,
 )
 from nanolib.optim import build_optimizer
 from nanolib.rl import (
@@ -84,7 +81,7 @@ NOT_TRAJECTORY = {
 
 
 @dataclass
-class RLConfig:
+class RLConfig(StageConfig):
     """Everything an RL run needs; written to `<out_dir>/config.json`."""
 
     out_dir: str
@@ -123,26 +120,6 @@ class RLConfig:
     seed: int = 0
     device: str = "auto"
     compile: bool = False
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any], **fixed: Any) -> RLConfig:
-        """A config from a chapter's resolved parameters; keys that are not fields are skipped."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in params.items() if k in names}, **fixed)
-
-    def save(self, path: str | Path) -> None:
-        """Write the config as JSON, atomically."""
-        atomic_write_json(path, asdict(self))
-
-    @classmethod
-    def load(cls, path: str | Path) -> RLConfig:
-        """Read a config written by `save`, naming any unknown key."""
-        raw = read_json(path)
-        known = {f.name for f in fields(cls)}
-        unknown = set(raw) - known
-        if unknown:
-            raise ValueError(f"{path}: unknown key(s) {sorted(unknown)}; valid: {sorted(known)}")
-        return cls(**raw)
 
 
 @dataclass(frozen=True)
@@ -395,10 +372,7 @@ def train_rl(cfg: RLConfig, *, progress: bool = True) -> dict[str, Any] | None:
         reference.requires_grad_(False)
     torch.manual_seed(cfg.seed)
     optimizer = build_optimizer(model, weight_decay=cfg.weight_decay, **p.lrs)
-    out = Path(cfg.out_dir)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        cfg.save(out / CONFIG)
+    out = cfg.save_in_out_dir() if rank == 0 else Path(cfg.out_dir)
     from tqdm.auto import tqdm
 
     say = tqdm.write if progress else (lambda s: print(s, flush=True))
@@ -422,27 +396,18 @@ def train_rl(cfg: RLConfig, *, progress: bool = True) -> dict[str, Any] | None:
         )
         return eval_metrics(result)
 
-    def headline(resuming: bool, step: int) -> str:
-        return (
-            f"{'resuming at step ' + str(step) if resuming else 'starting'}: {p.num_steps:,} "
-            f"steps × {cfg.problems_per_step} problems × {cfg.num_samples} samples "
-            f"({p.train_problems:,} training problems); {world} rank(s) × {p.micro_steps} "
-            f"micro-steps of {cfg.device_batch_size} rollouts; held-out: {p.eval_problems} "
-            f"problems; LRs {', '.join(f'{k} {v:.3g}' for k, v in p.lrs.items())}"
-        )
+    headline = (
+        f"{p.num_steps:,} steps × {cfg.problems_per_step} problems × {cfg.num_samples} samples "
+        f"({p.train_problems:,} training problems); {world} rank(s) × {p.micro_steps} "
+        f"micro-steps of {cfg.device_batch_size} rollouts; held-out: {p.eval_problems} "
+        f"problems; LRs {', '.join(f'{k} {v:.3g}' for k, v in p.lrs.items())}"
+    )
 
     result = run_loop(
         out,
         asdict(cfg),
         NOT_TRAJECTORY,
-        Schedule(
-            p.num_steps,
-            warmup_steps=cfg.warmup_steps,
-            warmdown_ratio=1.0,
-            final_lr_frac=cfg.final_lr_frac,
-            eval_every=cfg.eval_every,
-            checkpoint_every=cfg.checkpoint_every,
-        ),
+        cfg.schedule(p.num_steps, warmdown_ratio=1.0),  # decays over the whole run
         model,
         optimizer,
         source,
@@ -469,11 +434,7 @@ def train_rl(cfg: RLConfig, *, progress: bool = True) -> dict[str, Any] | None:
         "before": evals[0] if evals else None,
         "after": evals[-1] if evals else None,
         "warnings": fired,
-        "step_s": result.timed_s / result.timed_steps if result.timed_steps else None,
-        "wall_s": result.wall_s,
-        "device": device_name(device),
-        "world_size": world,
-        "resumed_from": result.resumed_from,
+        **result.run_fields(device, world),
     }
     atomic_write_json(out / SUMMARY, summary)
     return summary
@@ -481,29 +442,12 @@ def train_rl(cfg: RLConfig, *, progress: bool = True) -> dict[str, Any] | None:
 
 def launch_rl(cfg: RLConfig, nproc: int = 1, *, progress: bool = True) -> dict[str, Any]:
     """RL in this process (nproc = 1) or under torchrun on nproc ranks; return the summary."""
-    if nproc == 1:
-        return train_rl(cfg, progress=progress)
-    _, _, _, p = _prepare(cfg, nproc)  # fail here, in the notebook, on what can be checked here
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.save(out / CONFIG)
-    return launch_module(
-        "nanolib.rl_train", out / CONFIG, nproc, p.num_steps, desc="RL", progress=progress
-    )
+    return launch_stage(cfg, nproc, train_rl, _prepare, "nanolib.rl_train", "RL", progress)
 
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m nanolib.rl_train --config <out_dir>/config.json`, alone or under torchrun."""
-    from torch.distributed.elastic.multiprocessing.errors import record
-
-    ap = argparse.ArgumentParser(description="RL from a saved RLConfig.")
-    ap.add_argument("--config", required=True, help="a config.json written by RLConfig.save")
-    ap.add_argument("--no-progress", action="store_true", help="plain lines, no progress bar")
-    args = ap.parse_args(argv)
-    cfg = RLConfig.load(args.config)
-    init_ranks(cfg.device)
-    record(train_rl)(cfg, progress=not args.no_progress)
-    finish_ranks()
+    stage_main(argv, RLConfig, train_rl, "RL from a saved RLConfig.")
 
 
 if __name__ == "__main__":

@@ -22,13 +22,12 @@ chapter's `sft` artifact): config.json, metrics.jsonl, the checkpoint files, sum
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,19 +37,18 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from nanolib.chat import render_conversation
-from nanolib.checkpoint import CONFIG, SUMMARY, load_model, read_meta, read_metrics
-from nanolib.device import autocast_context, device_name
-from nanolib.files import atomic_write_json, read_json, sha256_file
+from nanolib.checkpoint import SUMMARY, load_model, read_meta, read_metrics
+from nanolib.device import autocast_context
+from nanolib.files import atomic_write_json, sha256_file
 from nanolib.loop import (
     Batch,
-    Schedule,
+    StageConfig,
     TrainingError,
-    finish_ranks,
-    init_ranks,
-    launch_module,
+    launch_stage,
     rank_device,
     rank_info,
     run_loop,
+    stage_main,
 )
 from nanolib.optim import build_optimizer
 from nanolib.runs import make_command
@@ -74,7 +72,7 @@ LENGTHS = "lengths.npz"  # the cached token count of every training conversation
 
 
 @dataclass
-class SFTConfig:
+class SFTConfig(StageConfig):
     """Everything an SFT run needs; written to `<out_dir>/config.json`."""
 
     out_dir: str
@@ -106,26 +104,6 @@ class SFTConfig:
         if self.mixture is None:
             return {n: 1.0 for n in ("tiny_arithmetic", "tiny_chat", "tiny_cloze", "tiny_numbers")}
         return dict(sorted(self.mixture.items()))
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any], **fixed: Any) -> SFTConfig:
-        """A config from a chapter's resolved parameters; keys that are not fields are skipped."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in params.items() if k in names}, **fixed)
-
-    def save(self, path: str | Path) -> None:
-        """Write the config as JSON, atomically."""
-        atomic_write_json(path, asdict(self))
-
-    @classmethod
-    def load(cls, path: str | Path) -> SFTConfig:
-        """Read a config written by `save`, naming any unknown key."""
-        raw = read_json(path)
-        known = {f.name for f in fields(cls)}
-        unknown = set(raw) - known
-        if unknown:
-            raise ValueError(f"{path}: unknown key(s) {sorted(unknown)}; valid: {sorted(known)}")
-        return cls(**raw)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -479,10 +457,7 @@ def train_sft(cfg: SFTConfig, *, progress: bool = True) -> dict[str, Any] | None
     model.train()
     torch.manual_seed(cfg.seed)
     optimizer = build_optimizer(model, weight_decay=0.0, **p.lrs)
-    out = Path(cfg.out_dir)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        cfg.save(out / CONFIG)
+    out = cfg.save_in_out_dir() if rank == 0 else Path(cfg.out_dir)
     source = ConversationSource(
         tokenizer, mixture, p, cfg.device_batch_size, device, wrap=cfg.num_steps is not None
     )
@@ -493,29 +468,19 @@ def train_sft(cfg: SFTConfig, *, progress: bool = True) -> dict[str, Any] | None
         )
         return {"val_loss": loss}
 
-    def headline(resuming: bool, step: int) -> str:
-        pk = p.packing
-        return (
-            f"{'resuming at step ' + str(step) if resuming else 'starting'}: {p.num_steps:,} "
-            f"steps × {p.rows_per_step} rows of {p.seq_len} tokens; {p.conversations:,} "
-            f"conversations in {len(pk.rows):,} rows ({pk.fill:.0%} filled, {pk.cropped} "
-            f"cropped); {world} rank(s) × {p.micro_steps} micro-steps of "
-            f"{cfg.device_batch_size} rows; LRs "
-            + ", ".join(f"{k} {v:.3g}" for k, v in p.lrs.items())
-        )
+    pk = p.packing
+    headline = (
+        f"{p.num_steps:,} steps × {p.rows_per_step} rows of {p.seq_len} tokens; "
+        f"{p.conversations:,} conversations in {len(pk.rows):,} rows ({pk.fill:.0%} filled, "
+        f"{pk.cropped} cropped); {world} rank(s) × {p.micro_steps} micro-steps of "
+        f"{cfg.device_batch_size} rows; LRs " + ", ".join(f"{k} {v:.3g}" for k, v in p.lrs.items())
+    )
 
     result = run_loop(
         out,
         {**asdict(cfg), **p.lrs},  # the peak LRs in meta.json: what the next stage scales
         NOT_TRAJECTORY,
-        Schedule(
-            p.num_steps,
-            warmup_steps=cfg.warmup_steps,
-            warmdown_ratio=cfg.warmdown_ratio,
-            final_lr_frac=cfg.final_lr_frac,
-            eval_every=cfg.eval_every,
-            checkpoint_every=cfg.checkpoint_every,
-        ),
+        cfg.schedule(p.num_steps),
         model,
         optimizer,
         source,
@@ -546,11 +511,7 @@ def train_sft(cfg: SFTConfig, *, progress: bool = True) -> dict[str, Any] | None
         "val_conversations": len(held_out),
         "val_loss": result.last_eval.get("val_loss"),
         "train_loss": next((r["train_loss"] for r in reversed(history) if "train_loss" in r), None),
-        "step_s": result.timed_s / result.timed_steps if result.timed_steps else None,
-        "wall_s": result.wall_s,
-        "device": device_name(device),
-        "world_size": world,
-        "resumed_from": result.resumed_from,
+        **result.run_fields(device, world),
     }
     atomic_write_json(out / SUMMARY, summary)
     return summary
@@ -558,29 +519,13 @@ def train_sft(cfg: SFTConfig, *, progress: bool = True) -> dict[str, Any] | None
 
 def launch_sft(cfg: SFTConfig, nproc: int = 1, *, progress: bool = True) -> dict[str, Any]:
     """SFT in this process (nproc = 1) or under torchrun on nproc ranks; return the summary."""
-    if nproc == 1:
-        return train_sft(cfg, progress=progress)
-    _, _, p = _prepare(cfg, nproc)  # fail here, in the notebook; also caches the lengths
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.save(out / CONFIG)
-    return launch_module(
-        "nanolib.sft", out / CONFIG, nproc, p.num_steps, desc="SFT", progress=progress
-    )
+    # planning here also caches the conversations' lengths for the ranks
+    return launch_stage(cfg, nproc, train_sft, _prepare, "nanolib.sft", "SFT", progress)
 
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m nanolib.sft --config <out_dir>/config.json`, alone or under torchrun."""
-    from torch.distributed.elastic.multiprocessing.errors import record
-
-    ap = argparse.ArgumentParser(description="Supervised fine-tuning from a saved SFTConfig.")
-    ap.add_argument("--config", required=True, help="a config.json written by SFTConfig.save")
-    ap.add_argument("--no-progress", action="store_true", help="plain lines, no progress bar")
-    args = ap.parse_args(argv)
-    cfg = SFTConfig.load(args.config)
-    init_ranks(cfg.device)
-    record(train_sft)(cfg, progress=not args.no_progress)
-    finish_ranks()
+    stage_main(argv, SFTConfig, train_sft, "Supervised fine-tuning from a saved SFTConfig.")
 
 
 if __name__ == "__main__":

@@ -14,11 +14,10 @@ recipe a preset sets in book.yml, for every chapter and bench that trains "the b
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -26,24 +25,23 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from nanolib.checkpoint import CONFIG, SUMMARY, read_metrics
+from nanolib.checkpoint import SUMMARY, read_metrics
 from nanolib.compiling import verdict_key
 from nanolib.config import Book
 from nanolib.data import TokenLoader, get_source, iter_texts
 from nanolib.device import autocast_context, check_memory, device_name, peak_flops
 from nanolib.engine import Engine
-from nanolib.files import atomic_write_json, read_json
+from nanolib.files import atomic_write_json
 from nanolib.loop import (
     Batch,
-    Schedule,
+    StageConfig,
     TrainingError,
-    finish_ranks,
-    init_ranks,
-    launch_module,
+    launch_stage,
     lr_multiplier,  # noqa: F401 (chapter 03 draws the schedule from here)
     rank_device,
     rank_info,
     run_loop,
+    stage_main,
     torchrun_command,  # noqa: F401 (chapter 03 prints the command from here)
 )
 from nanolib.model import (
@@ -72,7 +70,7 @@ NOT_TRAJECTORY = {
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(StageConfig):
     """Everything a pretraining run needs; written to `<out_dir>/config.json`."""
 
     out_dir: str
@@ -105,26 +103,6 @@ class TrainConfig:
     device: str = "auto"  # cpu | cuda | auto
     compile: bool | None = None  # torch.compile of model and Muon; None: where measured to pay
     bf16: bool | None = None  # bf16 autocast of the training steps; None: on CUDA only
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any], **fixed: Any) -> TrainConfig:
-        """A config from a chapter's resolved parameters; keys that are not fields are skipped."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in params.items() if k in names}, **fixed)
-
-    def save(self, path: str | Path) -> None:
-        """Write the config as JSON, atomically."""
-        atomic_write_json(path, asdict(self))
-
-    @classmethod
-    def load(cls, path: str | Path) -> TrainConfig:
-        """Read a config written by `save`, naming any unknown key."""
-        raw = read_json(path)
-        known = {f.name for f in fields(cls)}
-        unknown = set(raw) - known
-        if unknown:
-            raise ValueError(f"{path}: unknown key(s) {sorted(unknown)}; valid: {sorted(known)}")
-        return cls(**raw)
 
 
 def recipe_for(book: Book, preset: str, **overrides: Any) -> TrainConfig:
@@ -411,19 +389,14 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any] | None:
         unembedding_lr=cfg.unembedding_lr,
         weight_decay=cfg.weight_decay,
     )
-    out = Path(cfg.out_dir)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        cfg.save(out / CONFIG)
+    out = cfg.save_in_out_dir() if rank == 0 else Path(cfg.out_dir)
 
-    def headline(resuming: bool, step: int) -> str:
-        return (
-            f"{'resuming at step ' + str(step) if resuming else 'starting'}: {p.num_steps:,} "
-            f"steps × {cfg.batch_tokens:,} tokens = {p.tokens:,} tokens "
-            f"({p.tokens_per_param:.2f} per param, N = {p.num_params:,}), {p.flops:.3g} FLOPs; "
-            f"{world} rank(s) × {p.grad_accum} micro-steps of {cfg.device_batch_size} × "
-            f"{cfg.seq_len} tokens"
-        )
+    headline = (
+        f"{p.num_steps:,} steps × {cfg.batch_tokens:,} tokens = {p.tokens:,} tokens "
+        f"({p.tokens_per_param:.2f} per param, N = {p.num_params:,}), {p.flops:.3g} FLOPs; "
+        f"{world} rank(s) × {p.grad_accum} micro-steps of {cfg.device_batch_size} × "
+        f"{cfg.seq_len} tokens"
+    )
 
     bf16 = cfg.bf16 if cfg.bf16 is not None else "cuda" in device
 
@@ -435,14 +408,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any] | None:
         out,
         asdict(cfg),
         NOT_TRAJECTORY,
-        Schedule(
-            p.num_steps,
-            cfg.warmup_steps,
-            cfg.warmdown_ratio,
-            cfg.final_lr_frac,
-            cfg.eval_every,
-            cfg.checkpoint_every,
-        ),
+        cfg.schedule(p.num_steps),
         raw,
         optimizer,
         source,
@@ -497,30 +463,12 @@ def launch(cfg: TrainConfig, nproc: int = 1, *, progress: bool = True) -> dict[s
 
     With `progress` a progress bar follows the run; without, its lines are printed plainly.
     """
-    if nproc == 1:
-        return train(cfg, progress=progress)
-    _, p = _prepare(cfg, nproc)  # fail here, in the notebook, on what can be checked here
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.save(out / CONFIG)
-    return launch_module(
-        "nanolib.train", out / CONFIG, nproc, p.num_steps, desc="pretraining", progress=progress
-    )
+    return launch_stage(cfg, nproc, train, _prepare, "nanolib.train", "pretraining", progress)
 
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m nanolib.train --config <out_dir>/config.json`, alone or under torchrun."""
-    from torch.distributed.elastic.multiprocessing.errors import record
-
-    ap = argparse.ArgumentParser(description="Pretrain a GPT from a saved TrainConfig.")
-    ap.add_argument("--config", required=True, help="a config.json written by TrainConfig.save")
-    ap.add_argument("--no-progress", action="store_true", help="plain lines, no progress bar")
-    args = ap.parse_args(argv)
-    cfg = TrainConfig.load(args.config)
-    init_ranks(cfg.device)
-    # on an exception torchrun gets the traceback in the rank's error file
-    record(train)(cfg, progress=not args.no_progress)
-    finish_ranks()
+    stage_main(argv, TrainConfig, train, "Pretrain a GPT from a saved TrainConfig.")
 
 
 if __name__ == "__main__":

@@ -354,3 +354,16 @@ def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("tok") / "tokenizer"
     Tokenizer.train(iter_texts("tiny", "train", max_chars=300_000), 512).save(d)
     return d
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One torch thread for a test module (`pytestmark = pytest.mark.usefixtures("one_thread")`):
+    results must not depend on how busy the machine is, torchrun's ranks use one thread too, and
+    tiny shapes lose more to a second thread than they gain."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
+import pytest
 import torch
 import torch.nn as nn
 
+from nanolib.config import book_root
 from nanolib.model import GPTConfig
 from nanolib.train import TrainConfig
 
@@ -19,6 +26,46 @@ def tiny_config(tokenizer_dir: str | Path, out_dir: str | Path = "", **kw) -> Tr
     """TINY_RUN with the given tokenizer and output folder; keywords override any field."""
     fields = {**TINY_RUN, **kw}
     return TrainConfig(out_dir=str(out_dir), tokenizer_dir=str(tokenizer_dir), **fields)
+
+
+def stage_env(**extra: str) -> dict[str, str]:
+    """A stage process's environment: one thread, as torchrun gives each rank (so a 1-process run
+    matches the ranks' numbers), and tests/ importable (the ranks load test rewards from it)."""
+    path = os.pathsep.join([str(book_root()), str(book_root() / "tests")])
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path, **extra}
+
+
+def run_stage_module(
+    module: str, cfg: Any, timeout: float = 600, progress: bool = False, **env: str
+) -> subprocess.CompletedProcess:
+    """`python -m <module> --config <out_dir>/config.json` in a fresh process, as torchrun starts
+    a rank; env adds variables (e.g. NANOBOOK_TEST_DIE)."""
+    path = cfg.save_in_out_dir() / "config.json"
+    cmd = [sys.executable, "-m", module, "--config", str(path)]
+    cmd += [] if progress else ["--no-progress"]
+    return subprocess.run(
+        cmd, env=stage_env(**env), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def metrics_without(out_dir: str | Path, drop: Iterable[str]) -> list[dict]:
+    """A run's metrics lines without the given (timing) fields."""
+    from nanolib.checkpoint import read_metrics
+
+    drop = set(drop)
+    return [{k: v for k, v in r.items() if k not in drop} for r in read_metrics(out_dir)]
+
+
+def assert_same_metrics(a: list[dict], b: list[dict], tol: float) -> None:
+    """Two runs logged the same steps and fields, floats equal within tol."""
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for ra, rb in zip(a, b):
+        assert set(ra) == set(rb), ra["step"]
+        for k, v in ra.items():
+            if isinstance(v, float):
+                assert v == pytest.approx(rb[k], abs=tol), (ra["step"], k)
+            else:
+                assert v == rb[k], (ra["step"], k)
 
 
 def parity_reward(record: dict, completion: str) -> float:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nanolib import core_eval
+from nanolib import core_bundle
 from nanolib.config import load_book
 from nanolib.runs import ArtifactCorruptError, _tree_hash, artifact
 
@@ -62,11 +62,11 @@ def test_a_cut_artifact_names_the_command(tmp_path, monkeypatch, slug, name, fil
 
 
 def test_the_tiny_bundle_has_a_manifest_and_a_cut_task_is_caught(tmp_path):
-    assert (core_eval.tiny_bundle_dir() / core_eval.BUNDLE_MANIFEST).is_file()
+    assert (core_bundle.tiny_bundle_dir() / core_bundle.BUNDLE_MANIFEST).is_file()
     bundle = tmp_path / "bundle"
-    shutil.copytree(core_eval.tiny_bundle_dir(), bundle)
+    shutil.copytree(core_bundle.tiny_bundle_dir(), bundle)
     task = next((bundle / "eval_data").rglob("*.jsonl"))
     cut_last_line(task)  # one item fewer, every line still valid JSON
     rel = task.relative_to(bundle)
-    with pytest.raises(core_eval.BundleFormatError, match=f"damaged: {rel} holds .* recorded"):
-        core_eval.load_bundle(bundle)
+    with pytest.raises(core_bundle.BundleFormatError, match=f"damaged: {rel} holds .* recorded"):
+        core_bundle.load_bundle(bundle)

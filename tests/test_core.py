@@ -1,4 +1,4 @@
-"""nanolib.core_eval: bundles, prompts, scoring, CORE arithmetic, the downloader, DDP."""
+"""nanolib.core_bundle and core_eval: bundles, prompts, scoring, CORE arithmetic, downloads, DDP."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from nanolib import core_bundle, core_fit
 from nanolib import core_eval as core
-from nanolib import core_fit
 from nanolib.config import book_root
 from nanolib.data import iter_texts
 from nanolib.model import GPT, GPTConfig
@@ -130,7 +130,7 @@ def stub_bundle(tmp_path):
         "schema": ("schema", 0, " ", 50, schema_items(40)),
         "lm": ("language_modeling", 2, " ", 0, lm_items(40)),
     }
-    return core.load_bundle(write_bundle(tmp_path / "bundle", tasks))
+    return core_bundle.load_bundle(write_bundle(tmp_path / "bundle", tasks))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -138,7 +138,7 @@ def stub_bundle(tmp_path):
 
 
 def test_task_table_has_the_22_core_tasks():
-    tasks = core.core_tasks()
+    tasks = core_bundle.core_tasks()
     assert len(tasks) == 22 == len({t.label for t in tasks})
     kinds = [t.task_type for t in tasks]
     assert (kinds.count("multiple_choice"), kinds.count("schema")) == (11, 2)
@@ -162,7 +162,7 @@ def test_centered_accuracy_and_core_arithmetic():
     assert core.centered_accuracy(1.0, 0.25) == 1.0
     assert core.centered_accuracy(0.4, 0.5) == pytest.approx(-0.2)
     assert core.core_score([0.5, 0.0, -0.2]) == pytest.approx(0.1)
-    specs = core.core_tasks()
+    specs = core_bundle.core_tasks()
     acc = {t.label: 0.30 + 0.02 * i for i, t in enumerate(specs)}
     results = tuple(
         core.TaskResult(t.label, t.task_type, t.num_fewshot, 1000, round(1000 * acc[t.label]),
@@ -206,7 +206,7 @@ def test_prompts_leave_the_item_out_of_its_own_few_shot_block(stub_bundle):
         assert len(shots) == 2
         assert prompt.split(":")[0] not in [s.split(":")[0] for s in shots]
     # duplicates of the item (same content, other line) are left out too
-    dup = core.Task(task.spec, (task.items[0],) * 3 + task.items[1:5], task.path)
+    dup = core_bundle.Task(task.spec, (task.items[0],) * 3 + task.items[1:5], task.path)
     oracle = OracleScorer([])
     core.evaluate_task(dup, CharTokenizer(), oracle)
     for row in oracle.rows:
@@ -261,7 +261,7 @@ def test_uniform_scorer_scores_the_baseline(stub_bundle):
 def test_random_scorer_averages_to_the_baseline(tmp_path):
     items = mc_items(2000)
     random.Random(1).shuffle(items)
-    bundle = core.load_bundle(
+    bundle = core_bundle.load_bundle(
         write_bundle(tmp_path, {"mc": ("multiple_choice", 0, " ", 25, items)})
     )
     result = core.evaluate_task(bundle.tasks[0], CharTokenizer(), RandomScorer())
@@ -293,9 +293,9 @@ def test_sharding_over_ranks_adds_up(stub_bundle):
 
 
 def test_tiny_bundle_loads_and_is_reproducible(tmp_path):
-    bundle = core.load_bundle(core.tiny_bundle_dir())
+    bundle = core_bundle.load_bundle(core_bundle.tiny_bundle_dir())
     kinds = [t.spec.task_type for t in bundle.tasks]
-    assert all(kinds.count(k) >= 2 for k in core.TASK_TYPES)
+    assert all(kinds.count(k) >= 2 for k in core_bundle.TASK_TYPES)
     assert all(50 <= len(t.items) <= 200 for t in bundle.tasks)
     for t in bundle.tasks:
         want = {"multiple_choice": 0.25, "schema": 0.5, "language_modeling": 0.0}[t.spec.task_type]
@@ -308,7 +308,7 @@ def test_tiny_bundle_loads_and_is_reproducible(tmp_path):
     maker = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(maker)
     maker.build(tmp_path / "again")
-    assert maker.files_of(tmp_path / "again") == maker.files_of(core.tiny_bundle_dir())
+    assert maker.files_of(tmp_path / "again") == maker.files_of(core_bundle.tiny_bundle_dir())
 
 
 def _bundle_maker():
@@ -337,7 +337,7 @@ def test_bundle_contamination_check_finds_verbatim_spans():
 
 
 def test_tiny_bundle_is_clean_and_balanced():
-    maker, bundle = _bundle_maker(), core.load_bundle(core.tiny_bundle_dir())
+    maker, bundle = _bundle_maker(), core_bundle.load_bundle(core_bundle.tiny_bundle_dir())
     grams = maker.train_ngrams(iter_texts("tiny", "train"))
     for t in bundle.tasks:
         assert not [it for it in t.items if maker.contaminated(it, grams)], t.label
@@ -363,29 +363,29 @@ def test_a_malformed_line_names_the_file_and_the_line(tmp_path, line, problem):
     lines = path.read_text().splitlines()
     lines[2] = line
     path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(core.BundleFormatError) as err:
-        core.load_bundle(tmp_path)
+    with pytest.raises(core_bundle.BundleFormatError) as err:
+        core_bundle.load_bundle(tmp_path)
     assert f"{path}:3: " in str(err.value) and problem in str(err.value)
 
 
 def test_bundle_level_errors(tmp_path):
-    with pytest.raises(core.BundleFormatError, match="core.yaml not found"):
-        core.load_bundle(tmp_path)
+    with pytest.raises(core_bundle.BundleFormatError, match="core.yaml not found"):
+        core_bundle.load_bundle(tmp_path)
     write_bundle(tmp_path, {"mc": ("multiple_choice", 5, " ", 25, mc_items(5))})
-    with pytest.raises(core.BundleFormatError, match="5 items cannot give 5-shot"):
-        core.load_bundle(tmp_path)
+    with pytest.raises(core_bundle.BundleFormatError, match="5 items cannot give 5-shot"):
+        core_bundle.load_bundle(tmp_path)
     (tmp_path / "eval_meta_data.csv").write_text("Eval Task,Random baseline\nother,25\n")
-    with pytest.raises(core.BundleFormatError, match="no random baseline"):
-        core.load_bundle(tmp_path)
+    with pytest.raises(core_bundle.BundleFormatError, match="no random baseline"):
+        core_bundle.load_bundle(tmp_path)
     (tmp_path / "core.yaml").write_text("icl_tasks:\n- label: mc\n  icl_task_type: mcq\n")
-    with pytest.raises(core.BundleFormatError, match="missing"):
-        core.load_bundle(tmp_path)
+    with pytest.raises(core_bundle.BundleFormatError, match="missing"):
+        core_bundle.load_bundle(tmp_path)
 
 
 def test_core_task_labels_get_both_published_baselines(tmp_path):
     items = [dict(it, choices=it["choices"][:2], gold=it["gold"] % 2) for it in mc_items(12)]
     write_bundle(tmp_path, {"commonsense_qa": ("multiple_choice", 10, " ", 99, items)})
-    spec = core.load_bundle(tmp_path).tasks[0].spec
+    spec = core_bundle.load_bundle(tmp_path).tasks[0].spec
     assert (spec.baseline_v1, spec.baseline_v2) == pytest.approx(
         (0.20, 0.403)
     )  # the table, not the bundle's 99
@@ -399,9 +399,9 @@ def test_core_task_labels_get_both_published_baselines(tmp_path):
 def bundle_zip(tmp_path_factory, range_server):
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        for p in sorted(core.tiny_bundle_dir().rglob("*")):
+        for p in sorted(core_bundle.tiny_bundle_dir().rglob("*")):
             if p.is_file():
-                z.write(p, Path("eval_bundle") / p.relative_to(core.tiny_bundle_dir()))
+                z.write(p, Path("eval_bundle") / p.relative_to(core_bundle.tiny_bundle_dir()))
     data = buf.getvalue()
     remote = tmp_path_factory.mktemp("remote")  # outside the test's download folder
     (remote / "eval_bundle.zip").write_bytes(data)
@@ -413,10 +413,12 @@ def test_download_bundle_fetches_checks_and_unzips(bundle_zip, tmp_path):
     server, data = bundle_zip
     sha = __import__("hashlib").sha256(data).hexdigest()
     dest = tmp_path / "eval_bundle"
-    got = core.download_bundle(dest, url=f"{server.url}/eval_bundle.zip", sha256=sha, backoff=0)
-    assert got == dest and len(core.load_bundle(dest).tasks) == 8
+    got = core_bundle.download_bundle(
+        dest, url=f"{server.url}/eval_bundle.zip", sha256=sha, backoff=0
+    )
+    assert got == dest and len(core_bundle.load_bundle(dest).tasks) == 8
     assert sorted(p.name for p in tmp_path.iterdir()) == ["eval_bundle"]  # no part or temp left
-    core.download_bundle(dest, url=f"{server.url}/eval_bundle.zip")
+    core_bundle.download_bundle(dest, url=f"{server.url}/eval_bundle.zip")
     assert len(server.log) == 1  # already there: nothing fetched
 
 
@@ -424,26 +426,26 @@ def test_download_bundle_resumes(bundle_zip, tmp_path):
     server, data = bundle_zip
     dest = tmp_path / "eval_bundle"
     (tmp_path / "eval_bundle.zip.part").write_bytes(data[:1000])
-    core.download_bundle(dest, url=f"{server.url}/eval_bundle.zip", backoff=0)
+    core_bundle.download_bundle(dest, url=f"{server.url}/eval_bundle.zip", backoff=0)
     assert server.ranges == ["bytes=1000-"]
     server.log.clear()
     server.cut_next = 1  # the connection drops halfway: the next attempt continues from there
-    core.download_bundle(tmp_path / "again", url=f"{server.url}/eval_bundle.zip", backoff=0)
+    core_bundle.download_bundle(tmp_path / "again", url=f"{server.url}/eval_bundle.zip", backoff=0)
     assert server.ranges[:2] == [None, f"bytes={len(data) // 2}-"]
-    assert len(core.load_bundle(tmp_path / "again").tasks) == 8
+    assert len(core_bundle.load_bundle(tmp_path / "again").tasks) == 8
 
 
 def test_download_bundle_rejects_bad_checksums_and_zips(bundle_zip, tmp_path):
     server, _ = bundle_zip
     dest = tmp_path / "eval_bundle"
-    with pytest.raises(core.DownloadError, match="sha256 .* differs"):
-        core.download_bundle(dest, url=f"{server.url}/eval_bundle.zip", sha256="0" * 64,
+    with pytest.raises(core_bundle.DownloadError, match="sha256 .* differs"):
+        core_bundle.download_bundle(dest, url=f"{server.url}/eval_bundle.zip", sha256="0" * 64,
                              attempts=2, backoff=0)  # fmt: skip
     assert len(server.log) == 2 and not dest.exists()
-    with pytest.raises(core.DownloadError, match="zip"):
-        core.download_bundle(dest, url=f"{server.url}/broken.zip", attempts=1, backoff=0)
-    with pytest.raises(core.DownloadError, match="404"):
-        core.download_bundle(dest, url=f"{server.url}/missing.zip", attempts=3, backoff=0)
+    with pytest.raises(core_bundle.DownloadError, match="zip"):
+        core_bundle.download_bundle(dest, url=f"{server.url}/broken.zip", attempts=1, backoff=0)
+    with pytest.raises(core_bundle.DownloadError, match="404"):
+        core_bundle.download_bundle(dest, url=f"{server.url}/missing.zip", attempts=3, backoff=0)
     assert not dest.exists()
 
 
@@ -491,7 +493,7 @@ def test_evaluate_core_end_to_end_writes_results(tmp_path):
 
     tokenizer = Tokenizer.train(iter_texts("tiny", "val", max_chars=100_000), vocab_size=400)
     model = tiny_gpt(tokenizer.vocab_size, seq_len=64)  # short: long rows get left-truncated
-    result = core.evaluate_core(model, tokenizer, core.tiny_bundle_dir(), max_per_task=6,
+    result = core.evaluate_core(model, tokenizer, core_bundle.tiny_bundle_dir(), max_per_task=6,
                                 progress=False)  # fmt: skip
     assert [t.items for t in result.tasks] == [6] * 8
     assert all(0 <= t.accuracy <= 1 for t in result.tasks)
@@ -509,10 +511,11 @@ def test_evaluate_core_end_to_end_writes_results(tmp_path):
 DDP_SCRIPT = """
 import json, sys
 import torch.distributed as dist
+from nanolib import core_bundle
 from nanolib import core_eval as core
 
 dist.init_process_group("gloo")
-bundle = core.load_bundle(core.tiny_bundle_dir())
+bundle = core_bundle.load_bundle(core_bundle.tiny_bundle_dir())
 
 
 class Oracle:

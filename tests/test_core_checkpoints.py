@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from nanolib import core_bundle
 from nanolib import core_eval as core
 from nanolib.checkpoint import META
 from nanolib.model import GPT, GPTConfig
@@ -24,15 +25,15 @@ def test_evaluate_checkpoints_writes_and_reuses(tmp_path, monkeypatch):
     torch.save(GPT(cfg).state_dict(), ckpt / "model_000000.pt")
     (ckpt / META).write_text(json.dumps({"model": dataclasses.asdict(cfg), "step": 0}))
     out = tmp_path / "core"
-    first = core.evaluate_checkpoints({"m": ckpt}, tokenizer, core.tiny_bundle_dir(), out, 3,
+    first = core.evaluate_checkpoints({"m": ckpt}, tokenizer, core_bundle.tiny_bundle_dir(), out, 3,
                                       progress=False)  # fmt: skip
     assert list(first.model) == ["m"] and not first.reused[0] and first["items"][0] == 24
     assert {p.name for p in out.iterdir()} == {"m.csv", "m.json"}
     assert json.loads((out / "m.json").read_text())["max_per_task"] == 3
-    again = core.evaluate_checkpoints({"m": ckpt}, tokenizer, core.tiny_bundle_dir(), out, 3,
+    again = core.evaluate_checkpoints({"m": ckpt}, tokenizer, core_bundle.tiny_bundle_dir(), out, 3,
                                       progress=False)  # fmt: skip
     assert again.reused[0] and again.core_v1[0] == first.core_v1[0]
-    other = core.evaluate_checkpoints({"m": ckpt}, tokenizer, core.tiny_bundle_dir(), out, 2,
+    other = core.evaluate_checkpoints({"m": ckpt}, tokenizer, core_bundle.tiny_bundle_dir(), out, 2,
                                       progress=False)  # fmt: skip
     assert not other.reused[0] and other["items"][0] == 16
 
@@ -57,7 +58,7 @@ def test_evaluate_checkpoints_with_a_tokenizer_per_model(tmp_path):
         torch.manual_seed(0)
         torch.save(GPT(cfg).state_dict(), ckpt / "model_000000.pt")
         (ckpt / META).write_text(json.dumps({"model": dataclasses.asdict(cfg), "step": 0}))
-    bundle, out = core.tiny_bundle_dir(), tmp_path / "core"
+    bundle, out = core_bundle.tiny_bundle_dir(), tmp_path / "core"
     done = core.evaluate_checkpoints(checkpoints, tokenizers, bundle, out, 2, progress=False)
     assert list(done.model) == ["small", "large"] and (done["items"] == 16).all()
     with pytest.raises(ValueError, match="vocabulary of 400 ids but the tokenizer has 3"):

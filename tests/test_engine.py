@@ -12,14 +12,7 @@ from nanolib.model import GPT, GPTConfig
 from nanolib.tokenizer import Tokenizer
 from nanolib.tools import calculator
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny shapes gain nothing from a second thread, and on a shared machine lose a lot to it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def randomized(config: GPTConfig, seed: int = 0) -> GPT:

@@ -7,7 +7,6 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 import subprocess
-import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -16,7 +15,6 @@ import torch
 import torch.nn as nn
 
 from nanolib.checkpoint import load_model, read_metrics, save_checkpoint
-from nanolib.config import book_root
 from nanolib.engine import Engine
 from nanolib.loop import TrainingError
 from nanolib.model import GPT, GPTConfig, config_for_depth
@@ -27,22 +25,13 @@ from nanolib.rollouts import problems_for_step, sample_group, sample_groups
 from nanolib.tasks import load_task
 from nanolib.tokenizer import Tokenizer
 
-ENV = {
-    **os.environ,
-    "OMP_NUM_THREADS": "1",
-    "PYTHONPATH": f"{book_root()}{os.pathsep}{book_root() / 'tests'}",
-}
+from helpers import assert_same_metrics, metrics_without, run_stage_module, stage_env
+
 TASK = {"n_train": 24, "n_test": 6}
 TOL = 1e-4  # DDP sums gradients in another order (≈1e-7 seen); resume is bit-identical
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Results must not depend on how busy the machine is; torchrun ranks use one thread too."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -83,29 +72,12 @@ def rl_config(out: Path, tokenizer_dir: Path, init_dir: Path, **kw) -> RLConfig:
 
 
 def run_module(cfg: RLConfig, **env) -> subprocess.CompletedProcess:
-    """`python -m nanolib.rl_train --config …` in a fresh process, as torchrun starts a rank."""
-    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
-    path = Path(cfg.out_dir) / "config.json"
-    cfg.save(path)
-    cmd = [sys.executable, "-m", "nanolib.rl_train", "--config", str(path), "--no-progress"]
-    return subprocess.run(cmd, env={**ENV, **env}, capture_output=True, text=True, timeout=600)
+    return run_stage_module("nanolib.rl_train", cfg, **env)
 
 
 def comparable(out_dir) -> list[dict]:
     """Metrics lines without the timings."""
-    drop = {"wall_s", "step_s", "sample_s"}
-    return [{k: v for k, v in r.items() if k not in drop} for r in read_metrics(out_dir)]
-
-
-def assert_same(a: list[dict], b: list[dict], tol: float) -> None:
-    assert [r["step"] for r in a] == [r["step"] for r in b]
-    for ra, rb in zip(a, b):
-        assert set(ra) == set(rb), ra["step"]
-        for k, v in ra.items():
-            if isinstance(v, float):
-                assert v == pytest.approx(rb[k], abs=tol), (ra["step"], k)
-            else:
-                assert v == rb[k], (ra["step"], k)
+    return metrics_without(out_dir, {"wall_s", "step_s", "sample_s"})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -248,7 +220,7 @@ def test_resume_after_sigkill_gives_the_same_metrics(tokenizer_dir, init_dir, tm
     resumed = run_module(broken)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming at step 2" in resumed.stdout
-    assert_same(comparable(whole.out_dir), comparable(broken.out_dir), tol=0.0)
+    assert_same_metrics(comparable(whole.out_dir), comparable(broken.out_dir), tol=0.0)
 
 
 def test_torchrun_two_ranks_take_the_steps_one_process_takes(
@@ -257,10 +229,10 @@ def test_torchrun_two_ranks_take_the_steps_one_process_takes(
     one = rl_config(tmp_path / "one", tokenizer_dir, init_dir)
     two = replace(one, out_dir=str(tmp_path / "two"))
     assert run_module(one).returncode == 0
-    monkeypatch.setenv("PYTHONPATH", ENV["PYTHONPATH"])  # the ranks import the test reward
+    monkeypatch.setenv("PYTHONPATH", stage_env()["PYTHONPATH"])  # the ranks import the test reward
     summary = launch_rl(two, nproc=2, progress=False)
     assert summary["world_size"] == 2 and summary["step"] == 4
-    assert_same(comparable(one.out_dir), comparable(two.out_dir), tol=TOL)
+    assert_same_metrics(comparable(one.out_dir), comparable(two.out_dir), tol=TOL)
 
 
 def test_a_batch_of_problems_draws_each_group_as_it_would_alone(tokenizer_dir, init_dir):

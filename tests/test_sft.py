@@ -7,7 +7,6 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 import subprocess
-import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -16,7 +15,6 @@ import torch
 
 from nanolib.chat import render_conversation
 from nanolib.checkpoint import load_model, read_metrics, save_checkpoint
-from nanolib.config import book_root
 from nanolib.loop import TrainingError
 from nanolib.model import GPT, config_for_depth
 from nanolib.optim import build_optimizer
@@ -35,20 +33,15 @@ from nanolib.sft import (
 from nanolib.tasks import load_task
 from nanolib.tokenizer import Tokenizer
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(book_root())}
+from helpers import assert_same_metrics, metrics_without, run_stage_module
+
 SIZES = {"n_train": 24, "n_test": 6}
 MIXTURE = {"tiny_chat": 1.0, "tiny_arithmetic": 2.0}
 TOL = 1e-4  # DDP sums gradients in another order; resume is bit-identical
 BASE_LRS = {"matrix_lr": 0.01, "embedding_lr": 0.1, "unembedding_lr": 0.004}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Results must not depend on how busy the machine is; torchrun ranks use one thread too."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -87,29 +80,12 @@ def sft_config(out: Path, tokenizer_dir: Path, init_dir: Path, **kw) -> SFTConfi
 
 
 def run_module(cfg: SFTConfig, **env) -> subprocess.CompletedProcess:
-    """`python -m nanolib.sft --config …` in a fresh process, as torchrun starts a rank."""
-    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
-    path = Path(cfg.out_dir) / "config.json"
-    cfg.save(path)
-    cmd = [sys.executable, "-m", "nanolib.sft", "--config", str(path), "--no-progress"]
-    return subprocess.run(cmd, env={**ENV, **env}, capture_output=True, text=True, timeout=600)
+    return run_stage_module("nanolib.sft", cfg, **env)
 
 
 def comparable(out_dir) -> list[dict]:
     """Metrics lines without the timings."""
-    drop = {"wall_s", "step_s", "tokens_per_s"}
-    return [{k: v for k, v in r.items() if k not in drop} for r in read_metrics(out_dir)]
-
-
-def assert_same(a: list[dict], b: list[dict], tol: float) -> None:
-    assert [r["step"] for r in a] == [r["step"] for r in b]
-    for ra, rb in zip(a, b):
-        assert set(ra) == set(rb), ra["step"]
-        for k, v in ra.items():
-            if isinstance(v, float):
-                assert v == pytest.approx(rb[k], abs=tol), (ra["step"], k)
-            else:
-                assert v == rb[k], (ra["step"], k)
+    return metrics_without(out_dir, {"wall_s", "step_s", "tokens_per_s"})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -237,7 +213,7 @@ def test_resume_after_sigkill_gives_the_same_metrics(tokenizer_dir, init_dir, tm
     resumed = run_module(broken)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming at step 2" in resumed.stdout
-    assert_same(comparable(whole.out_dir), comparable(broken.out_dir), tol=0.0)
+    assert_same_metrics(comparable(whole.out_dir), comparable(broken.out_dir), tol=0.0)
 
 
 def test_torchrun_two_ranks_take_the_steps_one_process_takes(tokenizer_dir, init_dir, tmp_path):
@@ -246,4 +222,4 @@ def test_torchrun_two_ranks_take_the_steps_one_process_takes(tokenizer_dir, init
     assert run_module(one).returncode == 0
     summary = launch_sft(two, nproc=2, progress=False)
     assert summary["world_size"] == 2 and summary["step"] == 4
-    assert_same(comparable(one.out_dir), comparable(two.out_dir), tol=TOL)
+    assert_same_metrics(comparable(one.out_dir), comparable(two.out_dir), tol=TOL)

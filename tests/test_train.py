@@ -11,7 +11,6 @@ import math
 import shutil
 import signal
 import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,11 +26,8 @@ from nanolib.model import GPT, config_for_depth, estimate_memory
 from nanolib.runs import ArtifactMissingError, artifact
 from nanolib.tokenizer import Tokenizer
 
-from helpers import tiny_config
+from helpers import run_stage_module, tiny_config
 
-# One thread per process: the results of a run do not depend on how busy the machine is, and a
-# 1-process run matches torchrun's ranks (torchrun sets OMP_NUM_THREADS=1 for each).
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(book_root())}
 LOSS_TOL = 1e-5  # resume: the same computation in the same order, so in practice bit-identical
 DDP_TOL = 1e-4  # DDP: gloo sums gradients in another order than accumulation does (≈1e-7 seen)
 
@@ -51,12 +47,7 @@ def small(out: Path, tokenizer_dir: Path, **kw) -> T.TrainConfig:
 
 
 def run_module(cfg: T.TrainConfig, **env) -> subprocess.CompletedProcess:
-    """`python -m nanolib.train --config …` in a fresh process, as torchrun would start a rank."""
-    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
-    path = Path(cfg.out_dir) / "config.json"
-    cfg.save(path)
-    cmd = [sys.executable, "-m", "nanolib.train", "--config", str(path)]
-    return subprocess.run(cmd, env={**ENV, **env}, capture_output=True, text=True, timeout=300)
+    return run_stage_module("nanolib.train", cfg, timeout=300, progress=True, **env)
 
 
 def losses(out_dir) -> dict[int, float]:

@@ -44,7 +44,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))  # run as a script from anywhere in the checkout
 
-from nanolib.core_eval import write_bundle_manifest  # noqa: E402
+from nanolib.core_bundle import write_bundle_manifest  # noqa: E402
 from nanolib.data import iter_texts  # noqa: E402
 from nanolib.files import replace_dir  # noqa: E402
 
