@@ -79,7 +79,7 @@ from IPython.display import display
 from nanolib import plots, scaling, sweep
 from nanolib.claims import expect, say
 from nanolib.data import iter_texts
-from nanolib.device import ASSUMED_MFU, DOLLARS_PER_GPU_HOUR, gpu_cost
+from nanolib.device import gpu_cost
 from nanolib.dial_view import DialView
 from nanolib.model import CONVENTIONS
 from nanolib.parallel import side_by_side
@@ -894,7 +894,8 @@ def gpu_estimate(name: str) -> dict:
 
 
 # %%
-print(f"assumed: {ASSUMED_MFU:.0%} MFU, ${DOLLARS_PER_GPU_HOUR:g} per GPU-hour")
+assumed = run.book.cost_of("cuda")  # book.yml `cost:`, the book's one set of assumptions
+print(f"assumed: {assumed.name}, {assumed.mfu:.0%} MFU, ${assumed.dollars_per_hour:g} per GPU-hour")
 pd.DataFrame({name: gpu_estimate(name) for name in ("d12", "miniseries", "speedrun")}).T
 
 # %%
