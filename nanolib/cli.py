@@ -133,6 +133,18 @@ def cmd_params(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Print what chapters would train at a preset, their time and cost; 1 if one would fail."""
+    from nanolib.plan import format_plan, plan_preset
+
+    book = load_book()
+    preset = args.preset or book.render_preset
+    keys = [] if args.chapters == ["all"] else args.chapters
+    result = plan_preset(book, preset, keys or None)
+    print(format_plan(result))
+    return 0 if result.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `nanobook`."""
     p = argparse.ArgumentParser(prog="nanobook", description=__doc__)
@@ -164,6 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--preset", default="tiny")
     pa.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"))
     pa.set_defaults(func=cmd_params)
+
+    pl = sub.add_parser(
+        "plan", help="a dry run on any CPU: each chapter's model, FLOPs, memory, time and cost"
+    )
+    pl.add_argument("chapters", nargs="*", help="chapter numbers or slugs (default: all)")
+    pl.add_argument("--preset", default=None, help="default: book.yml render_preset")
+    pl.set_defaults(func=cmd_plan)
 
     s = sub.add_parser("status", help="show each chapter's run state")
     s.add_argument("--preset", default=None)

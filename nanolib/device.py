@@ -109,12 +109,16 @@ def check_memory(
     device: str,
     ranks_per_device: int = 1,
     what: str = "the model",
+    capacity: int | None = None,
 ) -> int:
     """Bytes per rank `need(batch_size)`; raise InsufficientMemoryError with a batch that fits.
 
-    `need` maps a per-rank batch size (rows) to the bytes it takes on one rank.
+    `need` maps a per-rank batch size (rows) to the bytes it takes on one rank; `capacity` is the
+    device's memory in bytes (None: measured with `available_memory`, so a plan can check a GPU
+    it does not have).
     """
-    have = available_memory(device) * MEMORY_HEADROOM / ranks_per_device
+    total = available_memory(device) if capacity is None else capacity
+    have = total * MEMORY_HEADROOM / ranks_per_device
     bytes_needed = need(batch_size)
     if bytes_needed <= have:
         return bytes_needed
