@@ -21,11 +21,11 @@ import yaml
 from nanolib.config import Book, BookConfigError
 from nanolib.files import read_json
 from nanolib.runs import MANIFEST, RunState, run_dir_for
+from nanolib.seeds import seed_manifests
 
 BANDS = Path("data/expected/bands.yml")  # relative to the book root
 NOT_MEASURED = "not measured at this preset"
 NOT_RUN = "not run at this preset"
-SEEDS_DIR = "seeds"  # runs/<preset>/<chapter>/seeds/<k>/: the chapter again with seed k
 
 
 @dataclass(frozen=True)
@@ -201,20 +201,6 @@ def ledger(book: Book, preset: str, states: dict[str, RunState]) -> dict[str, An
 # ---- what did it reach, and was it expected? ----------------------------------------------------
 
 
-def seed_manifests(preset: str, slug: str) -> list[dict[str, Any]]:
-    """The finished manifests of a chapter's seed runs (runs/<preset>/<chapter>/seeds/<k>/)."""
-    root = run_dir_for(slug, preset) / SEEDS_DIR
-    found = []
-    for path in sorted(root.glob(f"*/{MANIFEST}")):
-        try:
-            m = read_json(path)
-        except (OSError, ValueError):
-            continue
-        if m.get("status") == "ok":
-            found.append(m)
-    return found
-
-
 def spread(values: list[float]) -> tuple[float, float] | None:
     """(mean, sample standard deviation) of two or more values."""
     return (statistics.fmean(values), statistics.stdev(values)) if len(values) > 1 else None
@@ -288,7 +274,8 @@ def results(book: Book, preset: str, states: dict[str, RunState]) -> list[dict[s
         value = number(headline.get(h.key))
         shown = fmt(value, h.spec, h.percent) if m else NOT_RUN
         seeds = [headline.get(h.key)] + [
-            (s.get("headline") or {}).get(h.key) for s in seed_manifests(preset, h.chapter)
+            (s.get("headline") or {}).get(h.key)
+            for s in seed_manifests(preset, h.chapter, m.get("params"))
         ]
         seen = [x for x in map(number, seeds) if x is not None]
         var = spread(seen) if m else None

@@ -186,8 +186,8 @@ def test_report_card_answers_its_three_questions(built):
     assert report.count('class="row-') == len(CHAPTERS)  # one ledger row per chapter
     assert "1.5e+09" in report and "2e+10" in report and "2.15e+10" in report  # FLOPs, total
     # a chapter the report has no labels for still shows its numbers, formatted
-    assert "<td>val_bpb</td><td class=\"value\">1.23</td>" in report
-    assert "<td>last_y</td><td class=\"value\">49</td>" in report
+    assert '<td>val_bpb</td><td class="value">1.23</td>' in report
+    assert '<td>last_y</td><td class="value">49</td>' in report
     assert not re.search(r">\s*(None|nan)\s*<", report)
 
 

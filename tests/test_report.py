@@ -9,6 +9,7 @@ import pytest
 from nanolib import report
 from nanolib.config import load_book
 from nanolib.runs import run_state
+from nanolib.seeds import SEEDS_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,7 +28,7 @@ def book(tmp_path, monkeypatch):
 def write_manifest(book, preset, slug, seed=None, **fields):
     d = book.root / "runs" / preset / slug
     if seed is not None:
-        d = d / report.SEEDS_DIR / str(seed)
+        d = d / SEEDS_DIR / str(seed)
     d.mkdir(parents=True, exist_ok=True)
     m = {"status": "ok", "preset": preset, "chapter": slug, "nproc": 1, "device": "cpu", **fields}
     (d / "manifest.json").write_text(json.dumps(m))
