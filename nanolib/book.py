@@ -546,7 +546,7 @@ def _report_page(pages: _Pages, book: Book, preset: str, states: dict[str, RunSt
         ledger=report.ledger(book, preset, states),
         results=report.results(book, preset, states),
         other=other,
-        differences=report.load_bands(book)[1],
+        differences=report.load_bands(book)[1] if book.preset(preset).device == "cuda" else [],
         figure=figure,
     )
 

@@ -59,11 +59,12 @@ class Line:
     tokens: int | None = None
     steps: int | None = None
     layout: tuple[int, int, int] | None = None  # device batch × grad accumulation × ranks
-    flops: float | None = None  # training plus evaluation
+    flops: float | None = None  # training (what a run's manifest records)
     memory: int | None = None  # bytes per device
-    hours: float | None = None
+    hours: float | None = None  # training and evaluation
     dollars: float | None = None
     note: str = ""
+    eval_flops: float = 0.0  # the evaluations during training (forward passes)
 
 
 @dataclass
@@ -153,8 +154,9 @@ def _pretraining(book: Book, out: PresetPlan, slug: str, params: dict[str, Any])
                 p.tokens,
                 p.num_steps,
                 (cfg.device_batch_size, p.grad_accum, out.nproc),
-                p.flops + evals,
+                p.flops,
                 memory,
+                eval_flops=evals,
             ),
         )
     )
@@ -190,9 +192,10 @@ def _scaling(book: Book, out: PresetPlan, slug: str, params: dict[str, Any]) -> 
                 int(row.tokens),
                 int(row.num_steps),
                 layout,
-                float(row.flops + row.eval_flops),
+                float(row.flops),
                 _memory(out, slug, model, base.device_batch_size, f"{what} depth {row.depth}"),
                 note=family_note if what == "miniseries" else "",
+                eval_flops=float(row.eval_flops),
             )
             out.lines.append(_timed(out, line))
 
@@ -295,7 +298,7 @@ def _timed(out: PresetPlan, line: Line) -> Line:
     """The line with its hours and dollars at the preset's assumed FLOP/s and price."""
     if line.flops is None:
         return line
-    hours = line.flops / (out.nproc * out.cost.flops_per_s) / 3600
+    hours = (line.flops + line.eval_flops) / (out.nproc * out.cost.flops_per_s) / 3600
     return replace(line, hours=hours, dollars=hours * out.nproc * out.cost.dollars_per_hour)
 
 
@@ -371,7 +374,18 @@ def _check_shards(book: Book, out: PresetPlan, slugs: list[str]) -> None:
 
 # ---- the printed plan -------------------------------------------------------------------------
 
-COLUMNS = ("run", "shape", "N", "tokens", "steps", "batch", "FLOPs", "GiB/dev", "time", "cost")
+COLUMNS = (
+    "run",
+    "shape",
+    "N",
+    "tokens",
+    "steps",
+    "batch",
+    "train FLOPs",
+    "GiB/dev",
+    "time",
+    "cost",
+)
 
 
 def _si(x: float | None, unit: str = "") -> str:

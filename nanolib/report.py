@@ -409,7 +409,7 @@ def flops_figure(book: Book, preset: str) -> str | None:
             col=col,
             **PUBLISHED,
         )
-    fig.update_xaxes(type="log", title_text="training FLOPs")
+    fig.update_xaxes(type="log", title_text="training FLOPs", exponentformat="power")
     fig.update_layout(
         height=420,
         margin={"t": 40, "r": 10, "l": 50, "b": 40},
