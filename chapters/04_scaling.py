@@ -33,7 +33,7 @@
 # |---|---|---|---|---|
 # | `smoke` | 3 budgets × 3 depths, ≤ 2 × 10⁹ FLOPs | depths 1–2 | any CPU | ≈ 30 s |
 # | `tiny` | 3 budgets × 5 depths, 1–4 × 10¹¹ FLOPs | depths 2–4 | 2 CPU cores | ≈ 8 min |
-# | `d12` | 3 budgets × 5 depths, 3 × 10¹⁶–3 × 10¹⁷ | depths 4–12 | 1 × H100 | ≈ 1.5 + 1 h |
+# | `d12` | 3 budgets × 5 depths, 3 × 10¹⁶–3 × 10¹⁷ | depths 4–12 | 1 × H100 | ≈ 1.5 + 0.9–1.2 h |
 # | `miniseries` | 3 budgets × 4 depths, 1–4.6 × 10¹⁸ | d10…d20 | 8 × H100 | ≈ 3 + 4–5 h |
 # | `speedrun` | as `miniseries` | as `miniseries` | 8 × H100 | ≈ 3 + 4–5 h |
 #

@@ -1,5 +1,6 @@
 """`nanobook plan`: every preset plans on a CPU; a broken one names chapter, parameter and fix."""
 
+import re
 import shutil
 from pathlib import Path
 
@@ -93,3 +94,42 @@ def test_missing_upstream_artifacts_and_shards_are_said_not_fatal(book_copy, cap
     out = capsys.readouterr().out
     assert "warning: chapter 03_pretraining, data: fineweb-edu:" in out
     assert "to download: 27 shard(s)" in out
+
+
+def _hours(text: str) -> float:
+    """'≈ 50 min' / '≈ 1.5 h' → hours."""
+    value, unit = re.search(r"([\d.]+) (min|h)\b", text).groups()
+    return float(value) / (60 if unit == "min" else 1)
+
+
+def test_chapter_runtime_tables_agree_with_the_plan():
+    """The prose tables of chapters 3 and 4 and their stated MFU and price are the plan's."""
+    book = load_book(ROOT / "book.yml")
+    cost = book.cost_of("cuda")
+    for slug in ("03_pretraining", "04_scaling", "05_core"):
+        text = (ROOT / "chapters" / f"{slug}.py").read_text()
+        for mfu in re.findall(r"assumed? (\d+)% MFU", text):
+            assert int(mfu) == round(cost.mfu * 100), f"{slug} says {mfu}% MFU"
+        for price in re.findall(r"\$([\d.]+) per GPU-hour", text):
+            if "nanochat" not in text[text.index(f"${price} per GPU-hour") - 80 :][:80]:
+                assert float(price) == cost.dollars_per_hour, f"{slug} says ${price}/GPU-hour"
+    rows = re.findall(
+        r"^# \| `(\w+)` \|.*\| (≈ [\d.]+ (?:min|h)) \| ≈ \$([\d.]+) \|$",
+        (ROOT / "chapters/03_pretraining.py").read_text(),
+        re.M,
+    )
+    assert {r[0] for r in rows} == {"d12", "miniseries", "speedrun"}
+    for preset, time, dollars in rows:
+        (line,) = plan_preset(book, preset, ["03"]).lines
+        assert _hours(time) == pytest.approx(line.hours, rel=0.15), preset
+        assert float(dollars) == pytest.approx(line.dollars, rel=0.15), preset
+    table = (ROOT / "chapters/04_scaling.py").read_text()
+    for preset in ("d12", "miniseries"):
+        sweep_h, family_h = re.search(
+            rf"^# \| `{preset}` \|.*\| ≈ ([\d.]+) \+ ([\d.–]+) h \|$", table, re.M
+        ).groups()
+        lines = plan_preset(book, preset, ["04"]).lines
+        planned = sum(ln.hours for ln in lines if ln.run.startswith("sweep"))
+        assert float(sweep_h) == pytest.approx(planned, rel=0.15), preset
+        family = sum(ln.hours for ln in lines if ln.run.startswith("miniseries"))
+        assert family == pytest.approx(float(family_h.split("–")[-1]), rel=0.15), preset
