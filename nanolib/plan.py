@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,10 +19,11 @@ import torch
 from nanolib.config import Book, BookConfigError, DeviceCost, torch_kind
 from nanolib.data import get_source
 from nanolib.device import InsufficientMemoryError, available_memory, check_memory
+from nanolib.files import read_json
 from nanolib.loop import TrainingError
 from nanolib.model import GPTConfig, estimate_memory, flops_per_token
 from nanolib.rl_train import RLConfig, rollouts_per_rank
-from nanolib.runs import ArtifactCorruptError, ArtifactMissingError, artifact, make_command
+from nanolib.runs import MANIFEST, make_command, run_dir_for
 from nanolib.sweep import SweepPlanError, plan_family, plan_isoflop, sweep_base
 from nanolib.train import TrainConfig, micro_steps, plan, vocab_size_for
 
@@ -121,7 +123,7 @@ def plan_preset(book: Book, preset: str, chapters: list[str] | None = None) -> P
 
 
 def _role(book: Book, slug: str) -> str:
-    """What a chapter does, from what it produces (or, for the rest, what it needs)."""
+    """What a chapter does, from the first artifact it produces that the plan knows."""
     produces = book.chapter(slug).produces
     for role in ("tokenizer", "checkpoint", "sweep", "sft", "rl", "core"):
         if role in produces:
@@ -326,13 +328,20 @@ def _check_upstream(book: Book, out: PresetPlan, slug: str, planned: list[str]) 
             continue
         if producer in planned:
             continue
-        try:
-            artifact(name, out.preset, book)
-        except (ArtifactMissingError, ArtifactCorruptError):
+        run = run_dir_for(producer, out.preset)
+        made = (run / name).exists() and _status(run / MANIFEST) == "ok"
+        if not made:  # (not hashed here: a GPU checkpoint takes long to read)
             fix = make_command(name, out.preset, book=book)
             out.findings.append(
                 Finding("note", slug, "", f"needs artifact {name!r}, not made yet: {fix}")
             )
+
+
+def _status(manifest: Path) -> str | None:
+    try:
+        return read_json(manifest).get("status")
+    except (OSError, ValueError):
+        return None
 
 
 def _check_shards(book: Book, out: PresetPlan, slugs: list[str]) -> None:
