@@ -79,7 +79,7 @@ from IPython.display import HTML, display
 from nanolib.checkpoint import CONFIG, read_meta, read_metrics
 from nanolib.claims import expect, say
 from nanolib.data import TokenLoader
-from nanolib.device import ASSUMED_MFU, DOLLARS_PER_GPU_HOUR, gpu_cost
+from nanolib.device import gpu_cost
 from nanolib.model import GPT, estimate_memory
 from nanolib.optim import build_optimizer, orthogonalize
 from nanolib.plots import OURS, figure
@@ -506,7 +506,8 @@ print(" ".join(torchrun_command(out_dir / CONFIG, 8, "<log dir>")))
 # book's assumed MFU on H100s and price per GPU-hour:
 
 # %%
-print(f"assumed: {ASSUMED_MFU:.0%} MFU, ${DOLLARS_PER_GPU_HOUR:g} per GPU-hour")
+assumed = run.book.cost_of("cuda")  # book.yml `cost:`, the book's one set of assumptions
+print(f"assumed: {assumed.name}, {assumed.mfu:.0%} MFU, ${assumed.dollars_per_hour:g} per GPU-hour")
 gpu_rows = {}
 for name in ("d12", "miniseries", "speedrun"):
     nproc, gcfg = run.book.preset(name).nproc, recipe_for(run.book, name)

@@ -33,7 +33,7 @@
 # |---|---|---|---|---|
 # | `smoke` | 3 budgets × 3 depths, ≤ 2 × 10⁹ FLOPs | depths 1–2 | any CPU | ≈ 30 s |
 # | `tiny` | 3 budgets × 5 depths, 1–4 × 10¹¹ FLOPs | depths 2–4 | 2 CPU cores | ≈ 8 min |
-# | `d12` | 3 budgets × 5 depths, 3 × 10¹⁶–3 × 10¹⁷ | depths 4–12 | 1 × H100 | ≈ 1.5 + 1 h |
+# | `d12` | 3 budgets × 5 depths, 3 × 10¹⁶–3 × 10¹⁷ | depths 4–12 | 1 × H100 | ≈ 1.5 + 0.9–1.2 h |
 # | `miniseries` | 3 budgets × 4 depths, 1–4.6 × 10¹⁸ | d10…d20 | 8 × H100 | ≈ 3 + 4–5 h |
 # | `speedrun` | as `miniseries` | as `miniseries` | 8 × H100 | ≈ 3 + 4–5 h |
 #
@@ -80,7 +80,7 @@ from IPython.display import display
 from nanolib import plots, scaling, sweep
 from nanolib.claims import expect, say
 from nanolib.data import iter_texts
-from nanolib.device import ASSUMED_MFU, DOLLARS_PER_GPU_HOUR, gpu_cost
+from nanolib.device import gpu_cost
 from nanolib.dial_view import DialView
 from nanolib.model import CONVENTIONS
 from nanolib.parallel import side_by_side
@@ -895,7 +895,8 @@ def gpu_estimate(name: str) -> dict:
 
 
 # %%
-print(f"assumed: {ASSUMED_MFU:.0%} MFU, ${DOLLARS_PER_GPU_HOUR:g} per GPU-hour")
+assumed = run.book.cost_of("cuda")  # book.yml `cost:`, the book's one set of assumptions
+print(f"assumed: {assumed.name}, {assumed.mfu:.0%} MFU, ${assumed.dollars_per_hour:g} per GPU-hour")
 pd.DataFrame({name: gpu_estimate(name) for name in ("d12", "miniseries", "speedrun")}).T
 
 # %%

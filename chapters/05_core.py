@@ -46,8 +46,6 @@ preset = "tiny"  # type: str  a preset of book.yml: smoke | tiny | d12 | miniser
 bundle = None  # type: str  CORE eval bundle: tiny (shipped) | dclm (downloaded)
 max_per_task = None  # type: int  items scored per task (the first ones)
 batch_tokens = None  # type: int  tokens per scoring batch
-mfu = None  # type: float  model FLOPs utilisation assumed by the cost table (0 to 1)
-dollars_per_gpu_hour = None  # type: float  price assumed by the cost table
 seed = None  # type: int  random seed (bootstraps)
 run_dir = None  # type: str  where the run is written (None: runs/<preset>/05_core)
 
@@ -566,16 +564,17 @@ fig.show()
 #
 # Inverting the fit, C = (a / (1 − CORE))^(1/b), gives the training FLOPs at which a nanochat-style
 # model would reach each target: GPT-2's four measured scores and our eight GPT-3 estimates.
-# Hours assume one node of 8 H100s at the stated MFU (`mfu`, of the 989 TFLOP/s bf16 peak), and
-# dollars the stated price per GPU-hour. The band is the 10th–90th percentile of the FLOPs over
-# 500 bootstrap refits (the nine points resampled with replacement): it shows how much an
-# extrapolation over many decades hangs on the fitted exponent. nanochat's published table is
+# Hours assume one node of 8 GPUs at the book's assumed MFU of their bf16 peak, and dollars its
+# assumed price per GPU-hour (both from the `cost:` block of book.yml, printed below). The band
+# is the 10th–90th percentile of the FLOPs over 500 bootstrap refits (the nine points resampled
+# with replacement): it shows how much an extrapolation over many decades hangs on the fitted
+# exponent. nanochat's published table is
 # beside ours (its times and costs imply ≈ 45% MFU and $3 per GPU-hour).
 
 # %%
-table = core_fit.extrapolation_table(
-    a, b, targets, mfu=run.p.mfu, gpus=8, dollars_per_gpu_hour=run.p.dollars_per_gpu_hour
-)
+assumed = run.book.cost_of("cuda")
+print(f"assumed: {assumed.name}, {assumed.mfu:.0%} MFU, ${assumed.dollars_per_hour:g} per GPU-hour")
+table = core_fit.extrapolation_table(a, b, targets, gpus=8, cost=assumed)
 boot = core_fit.bootstrap_core_fit(
     fitted.flops_derived, fitted.core_v1, n_boot=500, seed=run.p.seed
 )
@@ -613,8 +612,8 @@ shown = pd.DataFrame(
         "CORE": table.core.round(4),
         "FLOPs": table.flops.map("{:.2g}".format),
         "10–90% band": [f"{lo:.2g} – {hi:.2g}" for lo, hi in zip(table.flops_p10, table.flops_p90)],
-        f"8×H100 @ {run.p.mfu:.0%} MFU": table.hours.map(duration),
-        f"$ @ ${run.p.dollars_per_gpu_hour:g}/GPU-h": table.dollars.map("${:,.0f}".format),
+        f"8 GPUs @ {assumed.mfu:.0%} MFU": table.hours.map(duration),
+        f"$ @ ${assumed.dollars_per_hour:g}/GPU-h": table.dollars.map("${:,.0f}".format),
         "nanochat FLOPs": published_table.flops.map("{:.2g}".format),
         "nanochat time": published_table.time_8xh100,
         "nanochat $": published_table.cost_usd.map("${:,.0f}".format),
@@ -730,7 +729,8 @@ run.finish(headline=headline)
 #    175B estimate move, and is it inside the band?
 # 3. Fit nanochat's points from depth 10 instead of 12. What FLOPs does the curve then ask for
 #    GPT-3 175B?
-# 4. Set `mfu = 0.5` and `dollars_per_gpu_hour = 2.0`: what does GPT-2 XL's CORE cost now?
+# 4. Set `mfu: 0.5` and `dollars_per_hour: 2.0` in book.yml's `cost: cuda:` block: what does
+#    GPT-2 XL's CORE cost now?
 # 5. With a GPU, run `nanobook run 05 --preset d12` after chapters 1–4 at `d12`: where does your
 #    d12 model land among nanochat's points?
 #

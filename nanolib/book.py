@@ -5,7 +5,7 @@ each one's run at the preset. Runs that are ok or stale are rendered from their 
 notebook with nbconvert (our `nanobook` template extends JupyterLab's `lab` template); stale ones
 get a banner that says why, and failed or missing chapters get a placeholder page that names
 the command that makes them. Beside the chapters come `index.html` (table of contents) and
-`report.html` (one row per manifest: cost and headline metrics).
+`report.html` (the report card of `nanolib.report`: cost, results, expected bands).
 
 Each chapter page also gets: its executed notebook to download (`notebooks/<slug>.ipynb`), an
 "on this page" outline of its headings, and an entry in the book's offline search index
@@ -141,10 +141,7 @@ def build_book(
             html, sections = _chapter_page(pages, book, ch, preset, states[ch.slug], tmp)
             (tmp / f"{ch.slug}.html").write_text(html, encoding="utf-8")
             search += _search_docs(ch, sections)
-        groups = _report_groups(book, preset, states)
-        (tmp / "report.html").write_text(
-            pages.render("report.html.j2", "report", Uses(), groups=groups), encoding="utf-8"
-        )
+        (tmp / "report.html").write_text(_report_page(pages, book, preset, states), "utf-8")
         _write_search_index(tmp / "assets" / "search-index.js", search)
     return out
 
@@ -529,51 +526,29 @@ def _run_card(m: dict[str, Any]) -> dict[str, Any]:
 # ---- report card -----------------------------------------------------------------------------
 
 
-def _report_groups(book: Book, preset: str, states: dict[str, RunState]) -> list[dict[str, Any]]:
-    """One table per preset that has runs; the rendered preset first, with every chapter."""
-    groups = [_report_group(book, preset, states, link=True)]
-    for name in book.presets:
-        if name == preset:
-            continue
-        if any((runs_root() / name / ch.slug / "manifest.json").exists() for ch in book.chapters):
-            other = {ch.slug: run_state(book, ch.slug, name) for ch in book.chapters}
-            groups.append(_report_group(book, name, other, link=False))
-    return groups
+def _report_page(pages: _Pages, book: Book, preset: str, states: dict[str, RunState]) -> str:
+    """The report card: what each chapter cost, what it reached, and whether that was expected."""
+    from nanolib import report
 
-
-def _report_group(
-    book: Book, preset: str, states: dict[str, RunState], link: bool
-) -> dict[str, Any]:
-    rows, wall, flops = [], 0.0, 0.0
-    for ch in book.chapters:
-        state = states[ch.slug]
-        m = state.manifest or {}
-        if not link and not m:
-            continue
-        wall += float(m.get("wall_time_s") or 0)
-        flops += float(m.get("flops") or 0)
-        card = _run_card(m) if m else None
-        rows.append(
-            {
-                "label": _label(ch.number),
-                "title": ch.title,
-                "href": f"{ch.slug}.html" if link else None,
-                "status": state.status,
-                "device": card["device"] if card else "—",
-                "wall_time": _duration(m.get("wall_time_s")),
-                "headline": card["headline"] if card else [],
-                "flops": _flops(m.get("flops")),
-                "started": _date(m.get("start")),
-            }
-        )
-    return {
-        "preset": preset,
-        "description": book.preset(preset).description,
-        "rows": rows,
-        "ok": sum(r["status"] == "ok" for r in rows),
-        "wall_time": _duration(wall),
-        "flops": _flops(flops) if flops else "—",
-    }
+    labelled = {h.chapter for h in report.HEADLINES}
+    other = [  # headlines of chapters the report knows no labels for (e.g. a new chapter)
+        (f"{ch.slug[:2]} {key}", report.fmt(value))
+        for ch in book.chapters
+        if ch.slug not in labelled
+        for key, value in ((states[ch.slug].manifest or {}).get("headline") or {}).items()
+    ]
+    figure = report.flops_figure(book, preset)
+    return pages.render(
+        "report.html.j2",
+        "report",
+        Uses(plotly=figure is not None),
+        preset_info=book.preset(preset),
+        ledger=report.ledger(book, preset, states),
+        results=report.results(book, preset, states),
+        other=other,
+        differences=report.load_bands(book)[1] if book.preset(preset).device == "cuda" else [],
+        figure=figure,
+    )
 
 
 # ---- pages -----------------------------------------------------------------------------------
@@ -676,17 +651,10 @@ def _short_commit(commit: Any) -> str:
 
 
 def _number(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "not measured"  # never a raw None or nan on a page
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
     if isinstance(value, int):
         return f"{value:,}"
-    if not math.isfinite(value):
-        return str(value)
     return f"{value:.4g}"
-
-
-def _flops(value: Any) -> str:
-    if not value:
-        return "—"
-    mantissa, _, exponent = f"{float(value):.3g}".partition("e")
-    return f"{mantissa}e{int(exponent)}" if exponent else mantissa

@@ -46,6 +46,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise BookConfigError("-p/--param overrides need exactly one chapter, e.g. `run 01 -p …`")
     for ch in chapters:
         book.resolve(ch.slug, args.preset, overrides)
+    if getattr(args, "seeds", None):
+        return _run_seeds(args, book, chapters, overrides)
     for ch in chapters:
         print(f"nanobook: chapter {ch.number} {ch.title!r} at preset {args.preset!r} …")
         res = execute_chapter(
@@ -61,6 +63,40 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"nanobook: chapter {ch.number} is up to date, not executed ({res.run_dir})")
         else:
             print(f"nanobook: chapter {ch.number} done in {res.wall_time_s:.1f} s → {res.run_dir}")
+    return 0
+
+
+def _run_seeds(args: argparse.Namespace, book, chapters: list, overrides: dict) -> int:
+    """Each chapter once per seed: its own seed is the canonical run, the rest go to seeds/<k>/."""
+    from nanolib.execute import execute_chapter
+    from nanolib.seeds import seed_dir, seed_run_is_current
+
+    for ch in chapters:
+        canonical = book.resolve(ch.slug, args.preset, overrides).get("seed")
+        if canonical is None:
+            raise BookConfigError(f"chapter {ch.number} has no `seed` parameter to vary")
+        for k in dict.fromkeys(args.seeds):
+            where = f"chapter {ch.number} seed {k} at preset {args.preset!r}"
+            params = book.resolve(ch.slug, args.preset, {**overrides, "seed": k})
+            if k == canonical:
+                final, runs = None, overrides
+            elif not args.force and seed_run_is_current(book, ch.slug, args.preset, params):
+                print(f"nanobook: {where} is up to date, not executed")
+                continue
+            else:
+                final, runs = seed_dir(ch.slug, args.preset, k), {**overrides, "seed": k}
+            print(f"nanobook: {where} …")
+            res = execute_chapter(
+                ch.slug,
+                args.preset,
+                runs,
+                book=book,
+                force=args.force,
+                log_output=args.log_output,
+                final=final,
+            )
+            took = "up to date" if res.action == "skipped" else f"done in {res.wall_time_s:.1f} s"
+            print(f"nanobook: {where} {took} → {res.run_dir}")
     return 0
 
 
@@ -133,6 +169,18 @@ def cmd_params(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Print what chapters would train at a preset, their time and cost; 1 if one would fail."""
+    from nanolib.plan import format_plan, plan_preset
+
+    book = load_book()
+    preset = args.preset or book.render_preset
+    keys = [] if args.chapters == ["all"] else args.chapters
+    result = plan_preset(book, preset, keys or None)
+    print(format_plan(result))
+    return 0 if result.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `nanobook`."""
     p = argparse.ArgumentParser(prog="nanobook", description=__doc__)
@@ -144,6 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"))
     r.add_argument("--force", action="store_true", help="execute even if the run is up to date")
     r.add_argument("--log-output", action="store_true", help="stream cell output to the console")
+    r.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        metavar="K",
+        help="run each chapter once per seed: its own seed is the canonical run, the others go "
+        "to runs/<preset>/<chapter>/seeds/<K>/ (the report card shows mean ± spread)",
+    )
     r.set_defaults(func=cmd_run)
 
     b = sub.add_parser("build", help="render runs/<preset>/ into _book/ (never executes)")
@@ -164,6 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--preset", default="tiny")
     pa.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"))
     pa.set_defaults(func=cmd_params)
+
+    pl = sub.add_parser(
+        "plan", help="a dry run on any CPU: each chapter's model, FLOPs, memory, time and cost"
+    )
+    pl.add_argument("chapters", nargs="*", help="chapter numbers or slugs (default: all)")
+    pl.add_argument("--preset", default=None, help="default: book.yml render_preset")
+    pl.set_defaults(func=cmd_plan)
 
     s = sub.add_parser("status", help="show each chapter's run state")
     s.add_argument("--preset", default=None)

@@ -13,7 +13,12 @@ import yaml
 
 PRESET_KEYS = {"description", "where", "device", "nproc", "budget", "chapters"}
 CHAPTER_KEYS = {"file", "title", "params", "produces", "timeout_s"}
-TOP_KEYS = {"title", "subtitle", "render_preset", "cell_timeout_s", "chapters", "presets"}
+TOP_KEYS = {"title", "subtitle", "render_preset", "cell_timeout_s", "cost", "chapters", "presets"}
+# book.yml `cost:`, per device kind (a preset's `device`): the assumptions every cost estimate uses.
+COST_KEYS = {
+    "cuda": {"name", "peak_flops", "mfu", "dollars_per_hour", "memory_gib"},
+    "cpu": {"name", "flops_per_s", "dollars_per_hour", "memory_gib"},
+}
 
 
 class BookConfigError(ValueError):
@@ -114,8 +119,6 @@ RANGES: dict[str, Range] = {
     # CORE
     "bundle": Range(choices=("tiny", "dclm")),
     "max_per_task": AT_LEAST_1,
-    "mfu": Range(lo=0, hi=1, lo_open=True),
-    "dollars_per_gpu_hour": AT_LEAST_0,
     # RL
     "task": Range(choices=("tiny_arithmetic", "gsm8k")),  # generative tasks with an answer
     "num_epochs": POSITIVE,
@@ -132,6 +135,19 @@ RANGES: dict[str, Range] = {
     "temperatures": POSITIVE,
     "top_p": Range(lo=0, hi=1, lo_open=True),
 }
+
+
+@dataclass(frozen=True)
+class DeviceCost:
+    """The book's cost assumptions for one device kind, from book.yml `cost:`."""
+
+    kind: str  # cpu | cuda: the `device` of the presets it applies to
+    name: str  # the device planned on, e.g. "NVIDIA H100 80GB HBM3"
+    flops_per_s: float  # assumed achieved training FLOP/s per device (GPU: peak × MFU)
+    dollars_per_hour: float  # assumed price per device-hour (0: not priced)
+    peak_flops: float | None = None  # dense bf16 peak FLOP/s of a GPU (datasheet)
+    mfu: float | None = None  # assumed model FLOPs utilisation of a GPU
+    memory_gib: float | None = None  # memory of one device (None: the host's, measured)
 
 
 @dataclass(frozen=True)
@@ -177,6 +193,17 @@ class Book:
     cell_timeout_s: int
     chapters: tuple[Chapter, ...]
     presets: dict[str, Preset]
+    cost: dict[str, DeviceCost] = field(default_factory=dict)
+
+    def cost_of(self, device: str) -> DeviceCost:
+        """The cost assumptions for a device kind (a preset's `device`; auto plans as cpu)."""
+        kind = "cpu" if device == "auto" else torch_kind(device)
+        if kind not in self.cost:
+            raise BookConfigError(
+                f"book.yml has no `cost: {kind}:` block; "
+                f"add one with keys {sorted(COST_KEYS[kind])}"
+            )
+        return self.cost[kind]
 
     def chapter(self, key: str) -> Chapter:
         """Find a chapter by number ('01'), slug ('01_tokenizer') or file stem."""
@@ -287,6 +314,14 @@ def _load_book_cached(path: Path, _mtime: int) -> Book:
         raise BookConfigError("book.yml: 'presets' must be a non-empty mapping of name -> preset")
     chapters = tuple(_with_null_types(ch, presets_raw) for ch in chapters)
     presets = {n: _load_preset(n, p, chapters) for n, p in presets_raw.items()}
+    cost = _load_cost(raw.get("cost") or {})
+    for name, pr in presets.items():
+        kind = "cpu" if pr.device == "auto" else pr.device
+        if cost and kind not in cost:
+            raise BookConfigError(
+                f"book.yml preset {name!r} runs on {kind} but `cost:` has no {kind!r} block; "
+                f"add one with keys {sorted(COST_KEYS[kind])}"
+            )
     render = str(raw.get("render_preset", "tiny"))
     if render not in presets:
         raise BookConfigError(
@@ -300,7 +335,51 @@ def _load_book_cached(path: Path, _mtime: int) -> Book:
         cell_timeout_s=_positive_int(raw, "cell_timeout_s", 1200, path.name, "seconds"),
         chapters=chapters,
         presets=presets,
+        cost=cost,
     )
+
+
+def torch_kind(device: str) -> str:
+    """'cuda:1' → 'cuda': the kind of a device string."""
+    return device.split(":", 1)[0]
+
+
+def _load_cost(raw: Any) -> dict[str, DeviceCost]:
+    """book.yml `cost:`: per device kind, numbers checked, a GPU's achieved FLOP/s derived."""
+    if not isinstance(raw, dict):
+        raise BookConfigError("book.yml: 'cost' must be a mapping of device kind (cpu, cuda)")
+    out = {}
+    for kind, values in raw.items():
+        where = f"book.yml cost {kind!r}"
+        if kind not in COST_KEYS:
+            raise BookConfigError(f"{where}: unknown device kind; valid kinds: {sorted(COST_KEYS)}")
+        if not isinstance(values, dict):
+            raise BookConfigError(
+                f"{where}: expected a mapping with keys {sorted(COST_KEYS[kind])}"
+            )
+        need = COST_KEYS[kind] - {"memory_gib"} - ({"name"} if kind == "cpu" else set())
+        _check_keys(values, COST_KEYS[kind], where, required=need)
+        nums = {k: v for k, v in values.items() if k != "name"}
+        for key, value in nums.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise BookConfigError(f"{where}: {key!r} must be a number, got {value!r}")
+            allowed = COST_RANGES[key]
+            if not allowed.allows(value):
+                raise BookConfigError(f"{where}: {key!r} must be {allowed}, got {value!r}")
+        nums = {k: float(v) for k, v in nums.items()}
+        if kind == "cuda":
+            nums["flops_per_s"] = nums["peak_flops"] * nums["mfu"]
+        out[kind] = DeviceCost(kind=kind, name=str(values.get("name", kind)), **nums)
+    return out
+
+
+COST_RANGES = {
+    "peak_flops": POSITIVE,
+    "flops_per_s": POSITIVE,
+    "mfu": Range(lo=0, hi=1, lo_open=True),
+    "dollars_per_hour": AT_LEAST_0,
+    "memory_gib": POSITIVE,
+}
 
 
 def _with_null_types(ch: Chapter, presets_raw: dict) -> Chapter:

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nanolib.config import book_root
+from nanolib.config import DeviceCost, book_root
 from nanolib.core_bundle import core_tasks
-from nanolib.device import ASSUMED_MFU, DOLLARS_PER_GPU_HOUR, REFERENCE_GPU, gpu_cost
+from nanolib.device import gpu_cost
 
 REFERENCE_DIR = "data/reference"
 # The six tasks that CORE and the GPT-3 paper both report in the same regime (nanochat's choice).
@@ -243,23 +243,22 @@ def extrapolation_table(
     a: float,
     b: float,
     targets: Mapping[str, float] | None = None,
-    mfu: float = ASSUMED_MFU,
     gpus: int = 8,
-    dollars_per_gpu_hour: float = DOLLARS_PER_GPU_HOUR,
-    gpu: str = REFERENCE_GPU,
+    cost: DeviceCost | None = None,
 ) -> pd.DataFrame:
-    """FLOPs, hours on a node of `gpus` GPUs at `mfu`, and dollars to reach each target CORE."""
+    """FLOPs, hours on a node of `gpus` GPUs and dollars (at `cost`, default book.yml's) to reach
+    each target CORE."""
     targets = core_targets() if targets is None else targets
     core = np.array(list(targets.values()), dtype=float)
     flops = flops_for_core(core, a, b)
-    cost = gpu_cost(flops, gpus, mfu, dollars_per_gpu_hour, gpu)
+    spent = gpu_cost(flops, gpus, cost)
     return pd.DataFrame(
         {
             "target": list(targets),
             "core": core,
             "flops": flops,
-            "hours": cost["hours"],
-            "days": cost["hours"] / 24,
-            "dollars": cost["dollars"],
+            "hours": spent["hours"],
+            "days": spent["hours"] / 24,
+            "dollars": spent["dollars"],
         }
     )

@@ -62,6 +62,7 @@ class TextSource:
     num_shards: int = 0  # download: shards 0 … num_shards-1; the last one is the val shard
     shard_format: str = "shard_{index:05d}.parquet"
     checksums: dict[str, str] = field(default_factory=dict)  # file name -> sha256, where known
+    chars_per_shard: int = 0  # download: characters of text in one shard (for planning)
 
     @property
     def shipped(self) -> bool:
@@ -99,6 +100,7 @@ SOURCES: dict[str, TextSource] = {
         "hub (karpathy/fineweb-edu-100b-shuffle), the last one is val",
         hf_repo="karpathy/fineweb-edu-100b-shuffle",
         num_shards=1823,
+        chars_per_shard=250_000_000,  # each shard closes at ≥ 250M characters (nanochat's repack)
     ),
 }
 

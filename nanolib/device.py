@@ -1,9 +1,9 @@
 """The device a run uses: which one, mixed precision, synchronisation, memory, peak FLOP/s, cost.
 
 `pick_device` turns a preset's `device` into the one to use; `available_memory` and
-`check_memory` say whether a run fits before it starts; `peak_flops` gives MFU its denominator,
-and `gpu_cost` turns FLOPs into GPU-hours and dollars at an assumed MFU and price — the one
-place the book's cost estimates are computed.
+`check_memory` say whether a run fits before it starts; `peak_flops` gives a measured MFU its
+denominator, and `gpu_cost` turns FLOPs into GPU-hours and dollars at the assumptions of
+book.yml's `cost:` block — the one place the book's cost estimates are computed.
 """
 
 from __future__ import annotations
@@ -15,11 +15,9 @@ from pathlib import Path
 
 import torch
 
+from nanolib.config import DeviceCost, load_book
+
 MEMORY_HEADROOM = 0.9  # plan to use at most this fraction of the memory a device has
-# The book's cost assumptions: model FLOPs utilisation, rental price and the GPU they apply to.
-ASSUMED_MFU = 0.40
-DOLLARS_PER_GPU_HOUR = 3.0
-REFERENCE_GPU = "NVIDIA H100 80GB HBM3"
 
 # Published dense (no 2:4 sparsity) tensor-core peaks in FLOP/s, from NVIDIA's datasheets.
 # fp32 matmuls reach the tf32 peak only when torch allows TF32 (float32 matmul precision
@@ -111,12 +109,16 @@ def check_memory(
     device: str,
     ranks_per_device: int = 1,
     what: str = "the model",
+    capacity: int | None = None,
 ) -> int:
     """Bytes per rank `need(batch_size)`; raise InsufficientMemoryError with a batch that fits.
 
-    `need` maps a per-rank batch size (rows) to the bytes it takes on one rank.
+    `need` maps a per-rank batch size (rows) to the bytes it takes on one rank; `capacity` is the
+    device's memory in bytes (None: measured with `available_memory`, so a plan can check a GPU
+    it does not have).
     """
-    have = available_memory(device) * MEMORY_HEADROOM / ranks_per_device
+    total = available_memory(device) if capacity is None else capacity
+    have = total * MEMORY_HEADROOM / ranks_per_device
     bytes_needed = need(batch_size)
     if bytes_needed <= have:
         return bytes_needed
@@ -137,23 +139,21 @@ def check_memory(
     )
 
 
-def gpu_cost(
-    flops: float,
-    gpus: int = 1,
-    mfu: float = ASSUMED_MFU,
-    dollars_per_gpu_hour: float = DOLLARS_PER_GPU_HOUR,
-    gpu: str = REFERENCE_GPU,
-) -> dict[str, float]:
-    """Wall-clock hours, GPU-hours and dollars to spend `flops` on `gpus` GPUs at `mfu` (bf16).
+def assumed_cost(kind: str = "cuda") -> DeviceCost:
+    """book.yml's cost assumptions for a device kind (cuda: the GPU presets are planned on)."""
+    return load_book().cost_of(kind)
 
-    Works elementwise when `flops` is an array.
+
+def gpu_cost(flops: float, gpus: int = 1, cost: DeviceCost | None = None) -> dict[str, float]:
+    """Wall-clock hours, device-hours and dollars to spend `flops` on `gpus` devices.
+
+    At the achieved FLOP/s and price of `cost` (default: book.yml's `cost: cuda:`). Works
+    elementwise when `flops` is an array.
     """
-    peak = peak_flops(gpu, torch.bfloat16)
-    if peak is None:
-        raise ValueError(f"no published peak FLOP/s for {gpu!r}; known: {list(PEAK_FLOPS)}")
-    hours = flops / (gpus * peak * mfu) / 3600
+    cost = cost or assumed_cost("cuda")
+    hours = flops / (gpus * cost.flops_per_s) / 3600
     return {
         "hours": hours,
         "gpu_hours": hours * gpus,
-        "dollars": hours * gpus * dollars_per_gpu_hour,
+        "dollars": hours * gpus * cost.dollars_per_hour,
     }

@@ -50,6 +50,7 @@ from nanolib.runs import (
     run_state,
     runs_root,
 )
+from nanolib.seeds import SEEDS_DIR
 
 STOPPED = "stopped.json"  # in the work folder: the cell an interrupt stopped
 LOG = "execute.log"  # in the work folder (then the run): papermill's log and any traceback
@@ -92,21 +93,28 @@ def execute_chapter(
     force: bool = False,
     retries: int = 1,
     log_output: bool = False,
+    final: Path | None = None,
 ) -> Execution:
     """Run a chapter with papermill unless its run is up to date; raise ChapterFailedError,
-    ChapterInterruptedError or AlreadyRunningError (another run of it is in progress)."""
+    ChapterInterruptedError or AlreadyRunningError (another run of it is in progress).
+
+    `final` puts the run somewhere other than the chapter's run folder (a seed run, see
+    nanolib.seeds); the caller decides whether such a run is up to date.
+    """
     book = book or load_book()
     ch = book.chapter(chapter)
     resolved = book.resolve(ch.slug, preset, overrides)  # validate before touching anything
-    final = run_dir_for(ch.slug, preset)
-    if not force and not overrides and run_state(book, ch.slug, preset).status == "ok":
+    canonical = final is None
+    final = final or run_dir_for(ch.slug, preset)
+    skip = canonical and not force and not overrides
+    if skip and run_state(book, ch.slug, preset).status == "ok":
         return Execution(ch.slug, "skipped", final)
     what = f"chapter {ch.number} ({ch.slug}) at preset {preset!r}"
     with RunLock(run_lock_path(ch.slug, preset), what).acquire(
         holder=f"`nanobook run {ch.number} --preset {preset}`"
     ) as lock:
         work = claim_work_dir(ch.slug, preset, what, plain(resolved))
-        return _execute(book, ch, preset, overrides or {}, work, lock, retries, log_output)
+        return _execute(book, ch, preset, overrides or {}, work, lock, retries, log_output, final)
 
 
 def _execute(
@@ -118,8 +126,8 @@ def _execute(
     lock: RunLock,
     retries: int,
     log_output: bool,
+    final: Path,
 ) -> Execution:
-    final = run_dir_for(ch.slug, preset)
     source = work / f"{ch.slug}.source.ipynb"
     out = work / f"{ch.slug}.ipynb"
     nbformat.write(jupytext.read(ch.file), source)
@@ -161,6 +169,10 @@ def _execute(
             overrides=overrides,
         )
         atomic_write_json(manifest_path, manifest)
+        seeds = final / SEEDS_DIR
+        if seeds.is_dir() and not (work / SEEDS_DIR).exists():
+            seeds.rename(work / SEEDS_DIR)  # the seed runs beside it stay (nanolib.seeds)
+        final.parent.mkdir(parents=True, exist_ok=True)
         replace_dir(work, final)
         failed_notebook(ch.slug, preset).unlink(missing_ok=True)
         failed_log(ch.slug, preset).unlink(missing_ok=True)

@@ -141,8 +141,8 @@ def init_lrs(init_dir: str | Path) -> dict[str, float]:
     return {k: float(config.get(k, v)) for k, v in defaults.items()}
 
 
-def plan_rl(cfg: RLConfig, train_problems: int, eval_problems: int, world: int = 1) -> RLPlan:
-    """Check the batch arithmetic and work out the horizon; TrainingError says what to change."""
+def rollouts_per_rank(cfg: RLConfig, world: int = 1) -> int:
+    """Rollouts each rank samples per step; TrainingError when the batch arithmetic fails."""
     if cfg.problems_per_step % world:
         raise TrainingError(
             f"problems_per_step={cfg.problems_per_step} is not a multiple of nproc={world}"
@@ -158,6 +158,12 @@ def plan_rl(cfg: RLConfig, train_problems: int, eval_problems: int, world: int =
             f"each rank samples problems_per_step / nproc × num_samples = {rows} rollouts, not a "
             f"multiple of device_batch_size={cfg.device_batch_size}; change one of them"
         )
+    return rows
+
+
+def plan_rl(cfg: RLConfig, train_problems: int, eval_problems: int, world: int = 1) -> RLPlan:
+    """Check the batch arithmetic and work out the horizon; TrainingError says what to change."""
+    rows = rollouts_per_rank(cfg, world)
     if cfg.temperature <= 0:
         raise TrainingError(f"RL samples: temperature must be > 0, got {cfg.temperature}")
     if cfg.tools not in TOOLSETS:

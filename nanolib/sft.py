@@ -54,6 +54,7 @@ from nanolib.optim import build_optimizer
 from nanolib.runs import make_command
 from nanolib.tasks import Mixture, Task, load_task
 from nanolib.tokenizer import Tokenizer
+from nanolib.train import micro_steps
 
 # Fields that change what is reported, not the trajectory: a checkpoint made with other values
 # of these still resumes.
@@ -288,13 +289,7 @@ def plan_sft(cfg: SFTConfig, tokenizer: Tokenizer, mixture: Mixture, world: int 
     batch_tokens = cfg.batch_tokens or int(base.get("batch_tokens") or 0)
     if batch_tokens <= 0:
         raise TrainingError("set batch_tokens: the base run's config does not name one")
-    per_micro = cfg.device_batch_size * seq_len * world
-    if batch_tokens % per_micro:
-        raise TrainingError(
-            f"batch_tokens={batch_tokens:,} is not a multiple of device_batch_size × seq_len × "
-            f"nproc = {cfg.device_batch_size} × {seq_len} × {world} = {per_micro:,}; change "
-            "batch_tokens or device_batch_size so that it divides"
-        )
+    micro = micro_steps(batch_tokens, cfg.device_batch_size, seq_len, world)
     for name in ("lr_frac", "warmdown_ratio", "final_lr_frac"):
         value = getattr(cfg, name)
         if not (0 <= value and (name == "lr_frac" or value <= 1)):
@@ -309,7 +304,7 @@ def plan_sft(cfg: SFTConfig, tokenizer: Tokenizer, mixture: Mixture, world: int 
         seq_len=seq_len,
         batch_tokens=batch_tokens,
         rows_per_step=rows_per_step,
-        micro_steps=batch_tokens // per_micro,
+        micro_steps=micro,
         num_steps=max(int(steps), 1),
         conversations=len(mixture),
         packing=packing,

@@ -141,13 +141,7 @@ def plan(cfg: TrainConfig, vocab_size: int, world_size: int = 1) -> Plan:
     )
     n = scaling_params(model, "matmul")
     fpt = flops_per_token(model)
-    per_micro = cfg.device_batch_size * cfg.seq_len * world_size
-    if cfg.batch_tokens % per_micro:
-        raise TrainingError(
-            f"batch_tokens={cfg.batch_tokens:,} is not a multiple of device_batch_size × seq_len "
-            f"× nproc = {cfg.device_batch_size} × {cfg.seq_len} × {world_size} = {per_micro:,}; "
-            "change batch_tokens or device_batch_size so that it divides"
-        )
+    grad_accum = micro_steps(cfg.batch_tokens, cfg.device_batch_size, cfg.seq_len, world_size)
     if cfg.num_steps is not None:
         steps = cfg.num_steps
     elif cfg.target_flops is not None:
@@ -166,8 +160,20 @@ def plan(cfg: TrainConfig, vocab_size: int, world_size: int = 1) -> Plan:
         tokens=tokens,
         flops=float(fpt) * tokens,
         tokens_per_param=tokens / n,
-        grad_accum=cfg.batch_tokens // per_micro,
+        grad_accum=grad_accum,
     )
+
+
+def micro_steps(batch_tokens: int, device_batch_size: int, seq_len: int, world_size: int) -> int:
+    """Micro-batches per optimizer step on each rank; TrainingError if the batch does not divide."""
+    per_micro = device_batch_size * seq_len * world_size
+    if batch_tokens % per_micro:
+        raise TrainingError(
+            f"batch_tokens={batch_tokens:,} is not a multiple of device_batch_size × seq_len × "
+            f"nproc = {device_batch_size} × {seq_len} × {world_size} = {per_micro:,}; change "
+            "batch_tokens or device_batch_size so that it divides"
+        )
+    return batch_tokens // per_micro
 
 
 # ------------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ should, and the report card lists the manifests. No browser here (see test_brows
 from __future__ import annotations
 
 import json
+import re
 import time
 from html.parser import HTMLParser
 from pathlib import Path
@@ -175,15 +176,19 @@ def test_sidebar_and_prev_next(built):
             assert f'rel="next" href="{PAGES[i + 1]}.html"' in text, name
 
 
-def test_report_card_lists_manifests(built):
+def test_report_card_answers_its_three_questions(built):
     report = page(built, "report")
-    assert "Preset <code>smoke</code>" in report
+    assert "Report card · <code>smoke</code>" in report
+    for question in ("What did it cost?", "What did it reach?", "Is that what we expected?"):
+        assert question in report
     for slug in CHAPTERS:
         assert f'href="{slug}.html"' in report
-    assert "<b>val_bpb</b> 1.235" in report
-    assert "<b>last_y</b> 49" in report
-    assert "1.5e9" in report and "2e10" in report
-    assert report.count('class="row-') == len(CHAPTERS)
+    assert report.count('class="row-') == len(CHAPTERS)  # one ledger row per chapter
+    assert "1.5e+09" in report and "2e+10" in report and "2.15e+10" in report  # FLOPs, total
+    # a chapter the report has no labels for still shows its numbers, formatted
+    assert '<td>val_bpb</td><td class="value">1.23</td>' in report
+    assert '<td>last_y</td><td class="value">49</td>' in report
+    assert not re.search(r">\s*(None|nan)\s*<", report)
 
 
 def test_build_is_fast(env, tmp_path):

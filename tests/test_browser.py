@@ -390,6 +390,35 @@ def test_phone_layout(open_page, smoke_book):
     no_csp_violations(seen)
 
 
+def test_report_card_fits_the_page(open_page, smoke_book):
+    """From 1000 to 1400 px the report card's tables fit their column (nothing scrolls or is
+    clipped sideways), its figure draws, and it answers its three questions without a raw
+    None or nan."""
+    for width in (1000, 1300, 1400):
+        seen = open_page(viewport={"width": width, "height": 900})
+        page = seen.page
+        page.goto((smoke_book / "report.html").as_uri())
+        page.wait_for_selector(".report-figure .js-plotly-plot .main-svg", timeout=60_000)
+        overflow = page.evaluate(
+            """() => {
+              const out = [];
+              const doc = document.documentElement;
+              if (doc.scrollWidth > window.innerWidth) out.push(`page ${doc.scrollWidth}`);
+              document.querySelectorAll('.table-wrap, .report-figure').forEach((el, i) => {
+                if (el.scrollWidth > el.clientWidth + 1)
+                  out.push(`${el.className} ${i}: ${el.scrollWidth} > ${el.clientWidth}`);
+              });
+              return out;
+            }"""
+        )
+        assert not overflow, f"{width} px: wider than its column: {overflow}"
+        text = page.inner_text("main")
+        for question in ("What did it cost?", "What did it reach?", "Is that what we expected?"):
+            assert question in text
+        assert not re.search(r"\b(None|nan|NaN)\b", text), width
+        no_csp_violations(seen)
+
+
 # ---- issue 10: hostile text in the corpus and in model output ---------------------------------
 
 

@@ -109,9 +109,26 @@ def test_malformed_yaml(book_copy):
             lambda r: r["presets"]["tiny"].update(chapters={"02_model": {"depths": [2, 0]}}),
             r"parameter 'depths' must be ≥ 1, got \[2, 0\]",
         ),
+        # the cost block
         (
-            lambda r: r["presets"]["tiny"].update(chapters={"05_core": {"mfu": 1.5}}),
-            r"parameter 'mfu' must be in \(0, 1\], got 1.5",
+            lambda r: r["cost"]["cuda"].update(mfu=1.5),
+            r"book.yml cost 'cuda': 'mfu' must be in \(0, 1\], got 1.5",
+        ),
+        (
+            lambda r: r["cost"]["cuda"].update(dollars_per_hour="three"),
+            r"book.yml cost 'cuda': 'dollars_per_hour' must be a number, got 'three'",
+        ),
+        (
+            lambda r: r["cost"]["cuda"].pop("peak_flops"),
+            r"book.yml cost 'cuda': missing key\(s\) \['peak_flops'\]",
+        ),
+        (
+            lambda r: r["cost"].pop("cuda"),
+            r"preset 'd12' runs on cuda but `cost:` has no 'cuda' block",
+        ),
+        (
+            lambda r: r["cost"].update(tpu={"mfu": 0.5}),
+            r"book.yml cost 'tpu': unknown device kind; valid kinds: \['cpu', 'cuda'\]",
         ),
         # types of the book's own keys
         (

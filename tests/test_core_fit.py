@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from nanolib import core_fit as core
+from nanolib.config import load_book
 
 
 def test_gpt3_estimates_reproduce_nanochat():
@@ -62,8 +63,9 @@ def test_extrapolation_table_against_nanochat_and_gpt3():
     assert table.sort_values("core").flops.is_monotonic_increasing
     row = table.loc["GPT-2 XL"]
     assert row.flops == pytest.approx(2.9e20, rel=0.05)  # nanochat: 2.9e20, 22.7 h, $546
-    assert row.hours == pytest.approx(row.flops / (8 * 989e12 * 0.40) / 3600)
-    assert row.dollars == pytest.approx(row.hours * 8 * 3.0)
+    assumed = load_book().cost_of("cuda")
+    assert row.hours == pytest.approx(row.flops / (8 * assumed.flops_per_s) / 3600)
+    assert row.dollars == pytest.approx(row.hours * 8 * assumed.dollars_per_hour)
     gpt3 = core.load_reference("gpt3_models").set_index("model")
     ratio = table.loc["GPT-3 175B"].flops / gpt3.train_flops["GPT-3 175B"]
     assert 1.5 < ratio < 2.0  # nanochat's "5.7e23 vs ~3e23"

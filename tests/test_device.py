@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -17,13 +19,16 @@ def test_pick_device():
 
 
 def test_gpu_cost_is_flops_over_the_achieved_rate():
-    h100 = device.peak_flops(device.REFERENCE_GPU)
-    assert h100 == 989e12
-    cost = device.gpu_cost(8 * h100 * 0.5 * 3600, gpus=8, mfu=0.5, dollars_per_gpu_hour=2.0)
+    assumed = device.assumed_cost("cuda")  # book.yml's cost block
+    assert assumed.peak_flops == device.peak_flops(assumed.name)  # the datasheet, not a guess
+    assert assumed.flops_per_s == pytest.approx(assumed.peak_flops * assumed.mfu)
+    h100 = replace(assumed, flops_per_s=989e12 * 0.5, dollars_per_hour=2.0)
+    cost = device.gpu_cost(8 * 989e12 * 0.5 * 3600, gpus=8, cost=h100)
     assert cost["hours"] == pytest.approx(1.0)
     assert cost["gpu_hours"] == pytest.approx(8.0) and cost["dollars"] == pytest.approx(16.0)
-    with pytest.raises(ValueError, match="no published peak"):
-        device.gpu_cost(1e18, gpu="a toaster")
+    default = device.gpu_cost(assumed.flops_per_s * 3600)
+    assert default["hours"] == pytest.approx(1.0)
+    assert default["dollars"] == pytest.approx(assumed.dollars_per_hour)
 
 
 def test_check_memory_names_a_batch_that_fits(monkeypatch):
