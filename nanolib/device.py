@@ -66,6 +66,25 @@ def autocast_context(
     return nullcontext()
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX-512 BF16 or AMX), from /proc/cpuinfo."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
+
+
+def training_bf16(device: str | torch.device) -> bool:
+    """Whether training autocasts to bf16 by default: on CUDA, and on CPUs with native bf16.
+
+    Measured on an AVX-512 BF16 CPU at the `tiny` shape: ≈ 1.3× eager and ≈ 1.7× with
+    torch.compile over fp32 (bench/train_throughput.py --bf16). Evaluations stay in fp32 on CPU.
+    """
+    device = torch.device(device)
+    return device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
+
+
 def sync(device: str | torch.device) -> None:
     """Wait for queued GPU work to finish, so wall-clock timings are honest."""
     device = torch.device(device)

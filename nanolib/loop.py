@@ -53,7 +53,7 @@ from nanolib.checkpoint import (
     save_checkpoint,
 )
 from nanolib.compiling import CompileTrial, read_verdict, use_inductor_cache
-from nanolib.device import autocast_context, device_name, pick_device, sync
+from nanolib.device import autocast_context, device_name, pick_device, sync, training_bf16
 from nanolib.files import atomic_write_json, atomic_write_text, read_json
 from nanolib.procs import die_with_parent
 
@@ -227,8 +227,11 @@ def run_loop(
     shown on the progress bar; `step_fields(step)` adds fields to every metrics line (e.g. tokens
     and FLOPs so far).
     `compile_model` None measures whether torch.compile pays (nanolib.compiling, keyed by
-    `compile_key`); `bf16` None autocasts on CUDA only.
+    `compile_key`); `bf16` None autocasts where `device.training_bf16` says (CUDA, native-bf16
+    CPUs).
     """
+    if bf16 is None:
+        bf16 = training_bf16(device)
     ddp = dist.is_initialized()
     rank, world = rank_info()
     master = rank == 0

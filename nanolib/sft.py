@@ -38,7 +38,8 @@ import torch.nn as nn
 
 from nanolib.chat import render_conversation
 from nanolib.checkpoint import SUMMARY, load_model, read_meta, read_metrics
-from nanolib.device import autocast_context
+from nanolib.compiling import verdict_key
+from nanolib.device import autocast_context, training_bf16
 from nanolib.files import atomic_write_json, sha256_file
 from nanolib.loop import (
     Batch,
@@ -97,7 +98,7 @@ class SFTConfig(StageConfig):
     checkpoint_every: int = 0  # steps between checkpoints (0: at the end only)
     seed: int = 0  # the mixture's shuffle and the val pick
     device: str = "auto"
-    compile: bool | None = None  # torch.compile; None: on CUDA only
+    compile: bool | None = None  # torch.compile; None: where measured to pay
 
     def tasks(self) -> dict[str, float]:
         """The mixture as task name -> epochs, sorted by name (config.json sorts its keys, so
@@ -482,7 +483,8 @@ def train_sft(cfg: SFTConfig, *, progress: bool = True) -> dict[str, Any] | None
         evaluate,
         device,
         model_meta=init_meta["model"],
-        compile_model=cfg.compile if cfg.compile is not None else "cuda" in device,
+        compile_model=cfg.compile,
+        compile_key=verdict_key(model.config, cfg.device_batch_size, device, training_bf16(device)),
         progress=progress,
         desc="SFT",
         headline=headline,

@@ -25,7 +25,7 @@ from nanolib.optim import build_optimizer
 
 @dataclass(frozen=True)
 class Setup:
-    """How a training step runs; bf16 None: autocast on CUDA only (the training loop's rule)."""
+    """How a training step runs; bf16 None: autocast on CUDA only."""
 
     compile_model: bool = False
     batched: bool = True  # Muon: same-shape matrices orthogonalised as one batch

@@ -29,7 +29,13 @@ from nanolib.checkpoint import SUMMARY, read_metrics
 from nanolib.compiling import verdict_key
 from nanolib.config import Book
 from nanolib.data import TokenLoader, get_source, iter_texts
-from nanolib.device import autocast_context, check_memory, device_name, peak_flops
+from nanolib.device import (
+    autocast_context,
+    check_memory,
+    device_name,
+    peak_flops,
+    training_bf16,
+)
 from nanolib.engine import Engine
 from nanolib.files import atomic_write_json
 from nanolib.loop import (
@@ -102,7 +108,7 @@ class TrainConfig(StageConfig):
     seed: int = 0
     device: str = "auto"  # cpu | cuda | auto
     compile: bool | None = None  # torch.compile of model and Muon; None: where measured to pay
-    bf16: bool | None = None  # bf16 autocast of the training steps; None: on CUDA only
+    bf16: bool | None = None  # bf16 autocast of training steps; None: CUDA and native-bf16 CPUs
 
 
 def recipe_for(book: Book, preset: str, **overrides: Any) -> TrainConfig:
@@ -404,7 +410,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any] | None:
         f"{cfg.seq_len} tokens"
     )
 
-    bf16 = cfg.bf16 if cfg.bf16 is not None else "cuda" in device
+    bf16 = cfg.bf16 if cfg.bf16 is not None else training_bf16(device)
 
     def tokens_so_far(step: int) -> dict[str, Any]:
         tokens = step * cfg.batch_tokens
