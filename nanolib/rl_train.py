@@ -120,6 +120,7 @@ class RLConfig(StageConfig):
     seed: int = 0
     device: str = "auto"
     compile: bool = False
+    bf16: bool | None = None  # bf16 autocast of training steps; None: device.training_bf16
 
 
 @dataclass(frozen=True)
@@ -421,6 +422,7 @@ def train_rl(cfg: RLConfig, *, progress: bool = True) -> dict[str, Any] | None:
         device,
         model_meta=init_meta["model"],
         compile_model=cfg.compile,
+        bf16=cfg.bf16,
         progress=progress,
         desc="RL",
         headline=headline,

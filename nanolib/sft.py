@@ -99,6 +99,7 @@ class SFTConfig(StageConfig):
     seed: int = 0  # the mixture's shuffle and the val pick
     device: str = "auto"
     compile: bool | None = None  # torch.compile; None: where measured to pay
+    bf16: bool | None = None  # bf16 autocast of training steps; None: device.training_bf16
 
     def tasks(self) -> dict[str, float]:
         """The mixture as task name -> epochs, sorted by name (config.json sorts its keys, so
@@ -464,6 +465,7 @@ def train_sft(cfg: SFTConfig, *, progress: bool = True) -> dict[str, Any] | None
         )
         return {"val_loss": loss}
 
+    bf16 = cfg.bf16 if cfg.bf16 is not None else training_bf16(device)
     pk = p.packing
     headline = (
         f"{p.num_steps:,} steps × {p.rows_per_step} rows of {p.seq_len} tokens; "
@@ -484,7 +486,8 @@ def train_sft(cfg: SFTConfig, *, progress: bool = True) -> dict[str, Any] | None
         device,
         model_meta=init_meta["model"],
         compile_model=cfg.compile,
-        compile_key=verdict_key(model.config, cfg.device_batch_size, device, training_bf16(device)),
+        compile_key=verdict_key(model.config, cfg.device_batch_size, device, bf16),
+        bf16=bf16,
         progress=progress,
         desc="SFT",
         headline=headline,

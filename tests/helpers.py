@@ -19,7 +19,9 @@ from nanolib.train import TrainConfig
 
 # A model of ≈0.1M parameters on a 512-id vocabulary: a few milliseconds per training step.
 # Eager: a compile trial (nanolib.compiling) would make a run's numbers depend on machine load.
-TINY_RUN = dict(depth=1, head_dim=32, seq_len=64, eval_tokens=2048, device="cpu", compile=False)
+TINY_RUN = dict(
+    depth=1, head_dim=32, seq_len=64, eval_tokens=2048, device="cpu", compile=False, bf16=False
+)
 
 
 def tiny_config(tokenizer_dir: str | Path, out_dir: str | Path = "", **kw) -> TrainConfig:

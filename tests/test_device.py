@@ -39,3 +39,15 @@ def test_check_memory_names_a_batch_that_fits(monkeypatch):
         device.check_memory(need, 32, "cpu", what="a test model")
     with pytest.raises(device.InsufficientMemoryError, match="even device_batch_size=1"):
         device.check_memory(lambda rows: 10_000, 4, "cpu")
+
+
+def test_training_bf16_follows_the_cpu_flags(monkeypatch):
+    """Training autocasts to bf16 on CUDA and on native-bf16 CPUs, never on other CPUs."""
+    from nanolib import device
+
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
+    assert device.training_bf16("cpu") is False
+    assert device.training_bf16("cuda") is True
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
+    assert device.training_bf16("cpu") is True
+    assert device.training_bf16("meta") is False

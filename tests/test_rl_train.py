@@ -67,6 +67,8 @@ def rl_config(out: Path, tokenizer_dir: Path, init_dir: Path, **kw) -> RLConfig:
         warn_patience=2,
         warn_window=1,
         device="cpu",
+        compile=False,
+        bf16=False,  # fp32: the tests compare ranks and resumes to tight tolerances
     )
     return RLConfig(str(out), str(tokenizer_dir), str(init_dir), **{**base, **kw})
 

@@ -75,6 +75,8 @@ def sft_config(out: Path, tokenizer_dir: Path, init_dir: Path, **kw) -> SFTConfi
         eval_every=2,
         checkpoint_every=2,
         device="cpu",
+        compile=False,
+        bf16=False,  # fp32: the tests compare ranks and resumes to tight tolerances
     )
     return SFTConfig(str(out), str(tokenizer_dir), str(init_dir), **{**base, **kw})
 
