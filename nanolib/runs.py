@@ -13,6 +13,7 @@ import os
 import platform
 import random
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -115,6 +116,34 @@ def nanolib_hash() -> str:
             h.update(str(p.relative_to(pkg)).encode())
             h.update(p.read_bytes())
     return h.hexdigest()
+
+
+def module_hashes() -> dict[str, str]:
+    """sha256 of each nanolib source file this process has imported, by path under nanolib/.
+
+    A run records these, so a change to a module its kernel never imported leaves it current.
+    """
+    pkg = Path(__file__).resolve().parent
+    files = {pkg / "__init__.py"}
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if path and Path(path).resolve().is_relative_to(pkg) and path.endswith(".py"):
+            files.add(Path(path).resolve())
+    return {str(f.relative_to(pkg)): sha256_file(f) for f in sorted(files) if f.exists()}
+
+
+def library_reasons(m: dict[str, Any]) -> list[str]:
+    """Why a run's manifest `m` is out of date with nanolib: the changed modules it imported."""
+    recorded = m.get("nanolib_modules")
+    if not isinstance(recorded, dict):  # a run recorded before modules were: any change counts
+        return [] if m.get("nanolib_hash") == nanolib_hash() else ["nanolib changed since the run"]
+    pkg = Path(__file__).resolve().parent
+    changed = [
+        name
+        for name, digest in sorted(recorded.items())
+        if not (pkg / name).is_file() or sha256_file(pkg / name) != digest
+    ]
+    return [f"nanolib/{name} changed since the run" for name in changed]
 
 
 def git_commit() -> str | None:
@@ -223,6 +252,7 @@ class Run:
             "chapter_hash": sha256_file(ch.file),
             "nanolib_version": __version__,
             "nanolib_hash": nanolib_hash(),
+            "nanolib_modules": module_hashes(),
             "git_commit": git_commit(),
             **environment_facts(self.device),
             "nproc": self.nproc,
@@ -412,8 +442,7 @@ def run_state(book: Book, chapter: str, preset: str) -> RunState:
     reasons = []
     if m.get("chapter_hash") != sha256_file(ch.file):
         reasons.append(f"{ch.file.name} changed since the run")
-    if m.get("nanolib_hash") != nanolib_hash():
-        reasons.append("nanolib changed since the run")
+    reasons += library_reasons(m)
     try:
         reasons += _param_reasons(
             m, json.loads(json.dumps(book.resolve(ch.slug, preset), default=str))

@@ -13,7 +13,7 @@ from typing import Any
 
 from nanolib.config import Book
 from nanolib.files import read_json, sha256_file
-from nanolib.runs import MANIFEST, nanolib_hash, plain, run_dir_for
+from nanolib.runs import MANIFEST, library_reasons, plain, run_dir_for
 
 SEEDS_DIR = "seeds"
 
@@ -57,5 +57,5 @@ def seed_run_is_current(book: Book, slug: str, preset: str, params: dict[str, An
         m.get("status") == "ok"
         and m.get("params") == plain(params)
         and m.get("chapter_hash") == sha256_file(book.chapter(slug).file)
-        and m.get("nanolib_hash") == nanolib_hash()
+        and not library_reasons(m)
     )

@@ -121,3 +121,18 @@ def test_a_run_shows_where_it_will_live_not_its_work_folder(runs):
     run = Run(BOOK, "02_model", "smoke", {}, partial_dir("02_model", "smoke"), "cpu", 1)
     assert f"run dir  {runs / '02_model'}" in run.summary()
     assert ".partial" not in run.summary()
+
+
+def test_a_change_to_a_module_the_run_never_imported_leaves_it_current(runs, tmp_path):
+    """Runs record the nanolib modules their kernel imported; only those can make them stale."""
+    from nanolib import runs as runs_module
+
+    imported = runs_module.module_hashes()
+    assert "runs.py" in imported and "config.py" in imported
+    not_imported = {**imported, "tokenizer.py": "0" * 64}  # as if tokenizer.py had changed
+    fake_run(runs, "02_model", nanolib_hash="old", nanolib_modules=imported)
+    assert run_state(BOOK, "02", "smoke").status == "ok"  # the whole-library hash is not used
+    (runs / "02_model").rename(runs / "old")
+    fake_run(runs, "02_model", nanolib_modules=not_imported)
+    st = run_state(BOOK, "02", "smoke")
+    assert st.status == "stale" and st.reasons == ("nanolib/tokenizer.py changed since the run",)
