@@ -70,6 +70,7 @@ run_dir = None  # type: str  where the run is written (None: runs/<preset>/03_pr
 # %%
 import html
 import math
+import statistics
 from itertools import islice
 
 import pandas as pd
@@ -84,6 +85,7 @@ from nanolib.model import GPT, estimate_memory
 from nanolib.optim import build_optimizer, orthogonalize
 from nanolib.plots import OURS, figure
 from nanolib.runs import start_chapter
+from nanolib.seeds import seed_manifests
 from nanolib.tokenizer import Tokenizer
 from nanolib.train import (
     TrainConfig,
@@ -447,6 +449,34 @@ pd.Series(
 wall_s = summary["wall_s"]
 took = f"{wall_s:.0f} s" if wall_s < 120 else f"{wall_s / 60:.1f} min"
 say(f"This run trained for {took} on {summary['device']} ({summary['tokens']:,} tokens).")
+
+# %% [markdown]
+# On a CPU that multiplies bf16 natively (AVX-512 BF16 or AMX, as on recent Xeons and EPYCs),
+# training autocasts to bf16 just as it does on a GPU (`nanolib.device.training_bf16`); the
+# evaluations stay in fp32. `bench/train_throughput.py --bf16` measures what each choice is worth
+# on your machine, side by side.
+#
+# ## How much of this is luck?
+#
+# Another seed draws other initial weights (the batches are the same). How much does the final
+# val bpb move? `nanobook run 03 --preset tiny --seeds 0 1 2` runs the chapter once per seed (the
+# other seeds first, into `seeds/<k>/`, then this canonical run), and this cell reads them:
+
+# %%
+others = seed_manifests(run.preset, run.slug, run.params)
+seed_bpb = {run.p.seed: summary["val_bpb"]}
+seed_bpb |= {m["params"]["seed"]: m["headline"]["val_bpb"] for m in others}
+if len(seed_bpb) > 1:
+    values = list(seed_bpb.values())
+    mean, sd = statistics.mean(values), statistics.stdev(values)
+    say(
+        f"Over {len(values)} seeds the final val bpb is **{mean:.4f} ± {sd:.4f}** (mean ± standard "
+        f"deviation; {min(values):.4f}–{max(values):.4f}): differences between runs smaller than "
+        f"about {2 * sd:.3f} bpb are within what a seed alone changes."
+    )
+else:
+    say(f"No other seeds were run at `{run.preset}` yet: the spread is not measured here.")
+pd.Series(seed_bpb, name="val bpb").rename_axis("seed").to_frame()
 
 # %% [markdown]
 # ## What it writes

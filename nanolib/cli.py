@@ -75,7 +75,9 @@ def _run_seeds(args: argparse.Namespace, book, chapters: list, overrides: dict) 
         canonical = book.resolve(ch.slug, args.preset, overrides).get("seed")
         if canonical is None:
             raise BookConfigError(f"chapter {ch.number} has no `seed` parameter to vary")
-        for k in dict.fromkeys(args.seeds):
+        # The other seeds first, the canonical run last: its chapter can then report the spread.
+        seeds = list(dict.fromkeys(args.seeds))
+        for k in sorted(seeds, key=lambda k: k == canonical):
             where = f"chapter {ch.number} seed {k} at preset {args.preset!r}"
             params = book.resolve(ch.slug, args.preset, {**overrides, "seed": k})
             if k == canonical:
