@@ -36,7 +36,6 @@ def _chapters(book, keys: list[str]) -> list:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Execute chapters (skipping up-to-date runs unless --force)."""
-    from nanolib.execute import execute_chapter
 
     book = load_book()
     book.preset(args.preset)
@@ -49,26 +48,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     if getattr(args, "seeds", None):
         return _run_seeds(args, book, chapters, overrides)
     for ch in chapters:
-        print(f"nanobook: chapter {ch.number} {ch.title!r} at preset {args.preset!r} …")
-        res = execute_chapter(
-            ch.slug,
-            args.preset,
-            overrides,
-            book=book,
-            force=args.force,
-            log_output=args.log_output,
-        )
+        where = f"chapter {ch.number}"
+        print(f"nanobook: {where} {ch.title!r} at preset {args.preset!r} …")
+        res = _execute(args, book, ch, overrides, where)
         getattr(args, "executions", []).append((ch, res))  # `make` tabulates them
-        if res.action == "skipped":
-            print(f"nanobook: chapter {ch.number} is up to date, not executed ({res.run_dir})")
-        else:
-            print(f"nanobook: chapter {ch.number} done in {res.wall_time_s:.1f} s → {res.run_dir}")
     return 0
+
+
+def _execute(args: argparse.Namespace, book, ch, overrides: dict, where: str, final=None):
+    """Execute one chapter as `args` say (force, log output) and print how it went."""
+    from nanolib.execute import execute_chapter
+
+    res = execute_chapter(
+        ch.slug,
+        args.preset,
+        overrides,
+        book=book,
+        force=args.force,
+        log_output=args.log_output,
+        final=final,
+    )
+    if res.action == "skipped":
+        print(f"nanobook: {where} is up to date, not executed ({res.run_dir})")
+    else:
+        print(f"nanobook: {where} done in {res.wall_time_s:.1f} s → {res.run_dir}")
+    return res
 
 
 def _run_seeds(args: argparse.Namespace, book, chapters: list, overrides: dict) -> int:
     """Each chapter once per seed: its own seed is the canonical run, the rest go to seeds/<k>/."""
-    from nanolib.execute import execute_chapter
     from nanolib.seeds import seed_dir, seed_run_is_current
 
     for ch in chapters:
@@ -88,17 +96,7 @@ def _run_seeds(args: argparse.Namespace, book, chapters: list, overrides: dict) 
             else:
                 final, runs = seed_dir(ch.slug, args.preset, k), {**overrides, "seed": k}
             print(f"nanobook: {where} …")
-            res = execute_chapter(
-                ch.slug,
-                args.preset,
-                runs,
-                book=book,
-                force=args.force,
-                log_output=args.log_output,
-                final=final,
-            )
-            took = "up to date" if res.action == "skipped" else f"done in {res.wall_time_s:.1f} s"
-            print(f"nanobook: {where} {took} → {res.run_dir}")
+            _execute(args, book, ch, runs, where, final)
     return 0
 
 

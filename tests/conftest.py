@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -367,3 +368,14 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def book_copy(tmp_path, monkeypatch):
+    """A copy of book.yml and the chapters that a test may break, with empty runs/ and data."""
+    shutil.copy(REPO / "book.yml", tmp_path / "book.yml")
+    shutil.copytree(REPO / "chapters", tmp_path / "chapters")
+    monkeypatch.setenv("NANOBOOK_ROOT", str(tmp_path))
+    monkeypatch.setenv("NANOBOOK_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("NANOBOOK_DATA", str(tmp_path / "data_cache"))
+    return tmp_path

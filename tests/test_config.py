@@ -1,6 +1,5 @@
 """book.yml loading and validation, and the CLI's one-line errors."""
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -10,16 +9,6 @@ from nanolib.cli import main
 from nanolib.config import BookConfigError, load_book, notebook_parameters
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def book_copy(tmp_path, monkeypatch):
-    """A copy of book.yml and the chapters that tests may break."""
-    shutil.copy(ROOT / "book.yml", tmp_path / "book.yml")
-    shutil.copytree(ROOT / "chapters", tmp_path / "chapters")
-    monkeypatch.setenv("NANOBOOK_ROOT", str(tmp_path))
-    monkeypatch.setenv("NANOBOOK_RUNS", str(tmp_path / "runs"))
-    return tmp_path
 
 
 def edit_yaml(path: Path, change) -> None:

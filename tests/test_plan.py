@@ -1,7 +1,6 @@
 """`nanobook plan`: every preset plans on a CPU; a broken one names chapter, parameter and fix."""
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,17 +12,6 @@ from nanolib.plan import plan_preset
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESETS = list(load_book(ROOT / "book.yml").presets)
-
-
-@pytest.fixture
-def book_copy(tmp_path, monkeypatch):
-    """A copy of book.yml and the chapters that a test may break, with an empty runs/."""
-    shutil.copy(ROOT / "book.yml", tmp_path / "book.yml")
-    shutil.copytree(ROOT / "chapters", tmp_path / "chapters")
-    monkeypatch.setenv("NANOBOOK_ROOT", str(tmp_path))
-    monkeypatch.setenv("NANOBOOK_RUNS", str(tmp_path / "runs"))
-    monkeypatch.setenv("NANOBOOK_DATA", str(tmp_path / "data_cache"))
-    return tmp_path
 
 
 def set_param(root: Path, preset: str, chapter: str, **values) -> None:
