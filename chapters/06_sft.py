@@ -172,10 +172,20 @@ print(f"the teaching mask equals nanolib.chat's on {len(samples)} conversations 
 # All of it is synthetic except the cloze lines, which come from the corpus's held-out split:
 #
 # - `tiny_chat` (SmolTalk's schema): greetings, what the model is, what it read, what it can do;
-# - `tiny_numbers` (MMLU's): the number after or before n, a one-digit sum, the largest of four;
-# - `tiny_cloze` (ARC's): a held-out line of the corpus with a word blanked, four words to choose
-#   from — the pretrained model's feel for the text is what helps here;
+# - `tiny_numbers` (MMLU's): "Which of these is a number?", a two-digit number among three words
+#   (some of them number words, such as "seven");
+# - `tiny_cloze` (ARC's): a held-out line of the corpus with a word blanked; the choices are the
+#   word and three reorderings of its letters that are no word of the corpus's held-out split, so
+#   the pretrained model's knowledge of the corpus's words is what helps here;
 # - `tiny_arithmetic` (GSM8K's): one to three steps on small numbers, each a calculator call.
+#
+# Both multiple-choice kinds are built so that the right choice can be recognised by looking at
+# it alone. Answering with a letter asks the model to bind what it knows about a choice to the
+# letter written after it, and a million-parameter model fine-tuned for a minute learns that
+# binding only when the right choice stands out by itself: with choices that are right only
+# relative to the question (the number after n, the largest of four, the word of the document
+# that fits the line's sense) it answered one fixed letter to every question, train or test. So
+# these tasks measure the letter format and a little knowledge, not reasoning.
 #
 # Each task has a held-out split that training never sees (a quarter of the items, by a hash of
 # their text). The mixture takes each task for its `epochs` and shuffles them together:

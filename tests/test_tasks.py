@@ -21,7 +21,7 @@ from nanolib.tasks import (
     split_held_out,
     tiny_world_rows,
 )
-from nanolib.tasks.tiny import _fill, cloze_lines, split_of, val_texts
+from nanolib.tasks.tiny import _fill, cloze_lines, corpus_words, split_of, val_texts
 
 # ------------------------------------------------------------------------------------------------
 # fixtures in each data set's own schema (column names, nesting and types as on the hub)
@@ -251,7 +251,7 @@ def split_keys(name, rows):
             for r in rows
         ]
     if name == "tiny_numbers":
-        return [r["question"] for r in rows if "est?" not in r["question"]]
+        return [f"{r['question']} {sorted(r['choices'])}" for r in rows]
     return [repr(r["messages"]) for r in rows]
 
 
@@ -268,8 +268,7 @@ def test_tiny_world_is_reproducible_and_its_splits_disjoint(name):
     # a problem's split depends on its text only, so seeds never leak test items into train
     assert not set(split_keys(name, first["train"])) & set(split_keys(name, other["test"]))
     for key in split_keys(name, first["test"]):
-        if name != "tiny_numbers":
-            assert split_of(key) == "test"
+        assert split_of(key) == "test"
     task = load_task(name, "test", seed=0, **SMALL)
     for record in task:
         normalize_conversation(record)  # every row converts and renders
@@ -316,24 +315,25 @@ def test_tiny_multiple_choice_rows(name):
 def test_tiny_numbers_answers_are_right():
     for record in load_task("tiny_numbers", "test"):
         prompt = record["messages"][0]["content"]
-        question = prompt.splitlines()[0]
-        choices = [int(c) for c in re.findall(r"^- (\d+) \[", prompt, re.M)]
+        assert prompt.startswith("Which of these is a number?")
+        choices = re.findall(r"^- (.*) \[[A-D]\]$", prompt, re.M)
         picked = choices[record["letters"].index(record["answer"])]
-        if m := re.fullmatch(r"What is (\d+)\+(\d+)\?", question):
-            assert picked == int(m[1]) + int(m[2])
-        elif m := re.fullmatch(r"What number comes (after|before) (\d+)\?", question):
-            assert picked == int(m[2]) + (1 if m[1] == "after" else -1)
-        else:
-            assert picked == (max(choices) if "largest" in question else min(choices))
+        assert re.fullmatch(r"[1-9]\d", picked)
+        assert sum(c.isdigit() for c in choices) == 1
 
 
 def test_tiny_cloze_comes_from_the_held_out_corpus():
     lines = {line for _, line in cloze_lines(val_texts())}
+    real = corpus_words(val_texts())
     rows = tiny_world_rows("tiny_cloze")
     for row in rows["train"][:50] + rows["test"][:50]:
         blanked = row["question"].split('"')[1]
         answer = row["choices"]["text"][row["choices"]["label"].index(row["answerKey"])]
         assert blanked.replace("____", answer, 1) in lines
+        # the distractors reorder the answer's letters and are no word of the corpus
+        for fake in row["choices"]["text"]:
+            assert sorted(fake) == sorted(answer)
+            assert fake == answer or fake not in real
 
 
 def test_tiny_world_errors():

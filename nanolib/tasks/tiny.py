@@ -6,14 +6,20 @@ schemas, so the loaders' converters, the chat template, the mixture and the eval
 
 - `tiny_chat` (SmolTalk schema): greetings, what the model is, what it was trained on, what it
   can do; one to three exchanges, sometimes after a system message.
-- `tiny_numbers` (MMLU schema): number sense with four choices: the number after or before n,
-  a one-digit sum, the largest or smallest of four numbers.
-- `tiny_cloze` (ARC schema): a line of the corpus's held-out (val) split with one word blanked,
-  and four words of the same document to choose from: the pretrained model's feel for the text
-  helps, but it never saw these lines.
+- `tiny_numbers` (MMLU schema): "Which of these is a number?", a two-digit number among three
+  words (some of them number words such as "seven").
+- `tiny_cloze` (ARC schema): a line of the corpus's held-out (val) split with one word blanked;
+  the choices are that word and three reorderings of its letters that are no word of the split.
+  The pretrained model knows the corpus's words, but it never saw these lines.
 - `tiny_arithmetic` (GSM8K schema): word problems of one to three steps on small numbers; every
   step is a `<<expr=result>>` calculator call, so the model must copy the right numbers into the
   call and the tool's result into its answer, not do the arithmetic itself.
+
+In both multiple-choice tasks the right choice can be told by looking at it alone. A model of a
+million parameters fine-tuned for a minute learns to bind such a choice to its letter; it did not
+learn it for choices that are right only relative to the question (the number after n, the
+largest of four, a word of the same document that fits the sense of the line): it answered one
+fixed letter.
 
 Each item is drawn from its own random stream (seed, task, index), built on
 `random.Random.random()`, whose sequence Python guarantees across versions. Whether an item is
@@ -27,6 +33,7 @@ import hashlib
 import random
 import re
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from functools import lru_cache
 from typing import Any
 
@@ -177,35 +184,25 @@ def arithmetic_row(draw: _Draw, max_number: int = 20, max_steps: int = 3) -> dic
 # number sense, multiple choice (MMLU schema)
 
 
+WORDS = (  # the distractors of a number question: everyday words, some of them number words
+    "apple", "bread", "chair", "cloud", "dream", "fire", "gold", "green", "happy", "horse",
+    "house", "king", "light", "music", "night", "river", "seven", "sheep", "ship", "stone",
+    "table", "three", "tree", "water",
+)  # fmt: skip
+
+
 def numbers_row(draw: _Draw) -> tuple[str, dict[str, Any]]:
-    """One four-choice number question as an MMLU row, and its split key."""
-    kind = draw.pick(("after", "before", "sum", "largest", "smallest"))
-    if kind in ("largest", "smallest"):
-        values = draw.sample(range(1, 100), 4)
-        correct = max(values) if kind == "largest" else min(values)
-        question = f"Which number is the {kind}?"
-        key = f"{question} {sorted(values)}"
-    else:
-        if kind == "sum":
-            a, b = draw.int(1, 9), draw.int(1, 9)
-            correct, question = a + b, f"What is {a}+{b}?"
-            near = [a + b - 1, a + b + 1, a + b - 2, a + b + 2, a * b, abs(a - b), a + b + 10]
-        else:
-            n = draw.int(2, 98)
-            correct = n + 1 if kind == "after" else n - 1
-            question = f"What number comes {kind} {n}?"
-            near = [n, correct + 1, correct - 1, 2 * n - correct, correct + 10, correct - 10]
-        key = question
-        pool = sorted({v for v in near if v >= 0 and v != correct})
-        values = [correct, *draw.sample(pool, 3)]
-    values = draw.shuffled(values)
+    """One four-choice question, a two-digit number among three words, as an MMLU row and key."""
+    number = str(draw.int(10, 99))
+    choices = draw.shuffled([number, *draw.sample(WORDS, 3)])
+    question = "Which of these is a number?"
     row = {
         "question": question,
-        "subject": "arithmetic",
-        "choices": [str(v) for v in values],
-        "answer": values.index(correct),
+        "subject": "number_sense",
+        "choices": choices,
+        "answer": choices.index(number),
     }
-    return key, row
+    return f"{question} {sorted(choices)}", row
 
 
 # ------------------------------------------------------------------------------------------------
@@ -229,18 +226,30 @@ def cloze_lines(texts: Sequence[str]) -> list[tuple[int, str]]:
     return lines
 
 
-def cloze_row(draw: _Draw, lines: Sequence[tuple[int, str]], vocab: Sequence[Sequence[str]]):
+def scrambles(draw: _Draw, word: str, real: AbstractSet[str], k: int = 3) -> list[str] | None:
+    """k distinct reorderings of word's letters that are no word of the corpus, or None."""
+    out: list[str] = []
+    for _ in range(30):
+        fake = "".join(draw.shuffled(word))
+        if fake not in real and fake not in out:
+            out.append(fake)
+            if len(out) == k:
+                return out
+    return None
+
+
+def cloze_row(draw: _Draw, lines: Sequence[tuple[int, str]], real: AbstractSet[str]):
     """One cloze question as an ARC row and its split key (the line), or None if none fits."""
-    doc, line = draw.pick(lines)
+    _, line = draw.pick(lines)
     spots = list(WORD.finditer(line))
     if not spots:
         return None
     spot = draw.pick(spots)
     answer = spot.group(0)
-    pool = [w for w in vocab[doc] if w != answer]
-    if len(pool) < 3:
+    fakes = scrambles(draw, answer, real)
+    if fakes is None:  # a word like "sees" has too few reorderings
         return None
-    words = draw.shuffled([answer, *draw.sample(pool, 3)])
+    words = draw.shuffled([answer, *fakes])
     labels = ["A", "B", "C", "D"]
     blanked = f"{line[: spot.start()]}____{line[spot.end() :]}"
     row = {
@@ -252,9 +261,9 @@ def cloze_row(draw: _Draw, lines: Sequence[tuple[int, str]], vocab: Sequence[Seq
     return line, row
 
 
-def document_vocab(texts: Sequence[str]) -> list[list[str]]:
-    """The distinct lower-case words of 4+ letters of each document, sorted."""
-    return [sorted(set(WORD.findall(text))) for text in texts]
+def corpus_words(texts: Sequence[str]) -> frozenset[str]:
+    """Every lower-case word of 4+ letters of the texts."""
+    return frozenset(w for text in texts for w in WORD.findall(text))
 
 
 def val_texts() -> list[str]:
@@ -385,10 +394,10 @@ def tiny_world_rows(
 
     elif name == "tiny_cloze":
         texts = val_texts()
-        lines, vocab = cloze_lines(texts), document_vocab(texts)
+        lines, real = cloze_lines(texts), corpus_words(texts)
 
         def make(i: int) -> Item:
-            made = cloze_row(_Draw(seed, name, i), lines, vocab)
+            made = cloze_row(_Draw(seed, name, i), lines, real)
             if made is None:
                 return None
             key, row = made
