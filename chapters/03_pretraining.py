@@ -472,7 +472,7 @@ if len(seed_bpb) > 1:
     say(
         f"Over {len(values)} seeds the final val bpb is **{mean:.4f} ± {sd:.4f}** (mean ± standard "
         f"deviation; {min(values):.4f}–{max(values):.4f}): differences between runs smaller than "
-        f"about {2 * sd:.3f} bpb are within what a seed alone changes."
+        f"about {2 * sd:.1g} bpb are within what a seed alone changes."
     )
 else:
     say(f"No other seeds were run at `{run.preset}` yet: the spread is not measured here.")
