@@ -281,7 +281,7 @@ def results(book: Book, preset: str, states: dict[str, RunState]) -> list[dict[s
         var = spread(seen) if m else None
         if var:
             k = 100 if h.percent else 1
-            shown += f" (seeds: {var[0] * k:{h.spec}} ± {var[1] * k:{h.spec}}, n = {len(seen)})"
+            shown += f" (seeds: {var[0] * k:{h.spec}} ± {var[1] * k:.2g}, n = {len(seen)})"
         band = next(
             (
                 b
