@@ -72,7 +72,7 @@ def test_seed_spread_is_shown_and_becomes_the_tiny_band(book):
         for r in report.results(book, "tiny", states(book, "tiny"))
         if r["chapter"] == "03_pretraining" and r["label"].startswith("Validation")
     ]
-    assert row["value"] == "2.000 (seeds: 2.000 ± 0.2, n = 3)"  # the spread to 2 significant figures
+    assert row["value"] == "2.000 (seeds: 2.000 ± 0.2, n = 3)"  # spread: 2 significant figures
     assert row["band"] == "1.600 – 2.400" and row["verdict"] == "inside"
     assert "3 seed runs" in row["source"]
 
