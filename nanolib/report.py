@@ -369,32 +369,21 @@ def flops_figure(book: Book, preset: str) -> str | None:
     for i, (name, pts) in enumerate(series.items()):
         color = COLORS[i % len(COLORS)]
         style = {**OURS, "mode": "markers" if name == "isoFLOP sweep" else OURS["mode"]}
-        pts = sorted(pts)
-        fig.add_scatter(
-            x=[p[0] for p in pts],
-            y=[p[1] for p in pts],
-            text=[p[3] for p in pts],
-            name=name,
-            legendgroup=name,
-            marker_color=color,
-            row=1,
-            col=1,
-            **style,
-        )
-        scored = [p for p in pts if p[2] is not None]
-        if scored:
-            fig.add_scatter(
-                x=[p[0] for p in scored],
-                y=[p[2] for p in scored],
-                text=[p[3] for p in scored],
-                name=name,
-                legendgroup=name,
-                showlegend=False,
-                marker_color=color,
-                row=1,
-                col=2,
-                **style,
-            )
+        for col in (1, 2):  # a point's p[1] (val bpb) on the left, p[2] (CORE or None) right
+            shown = sorted(p for p in pts if p[col] is not None)
+            if shown:
+                fig.add_scatter(
+                    x=[p[0] for p in shown],
+                    y=[p[col] for p in shown],
+                    text=[p[3] for p in shown],
+                    name=name,
+                    legendgroup=name,
+                    showlegend=col == 1,
+                    marker_color=color,
+                    row=1,
+                    col=col,
+                    **style,
+                )
     ref = load_reference("nanochat_miniseries_v1")
     for col, y in ((1, "val_bpb"), (2, "core_v1")):
         fig.add_scatter(

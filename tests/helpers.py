@@ -17,11 +17,11 @@ from nanolib.config import book_root
 from nanolib.model import GPTConfig
 from nanolib.train import TrainConfig
 
+# Every stage's test run is eager fp32 on the CPU: a compile trial (nanolib.compiling) or bf16
+# would make its numbers depend on the machine, and the tests compare resumes and ranks tightly.
+EXACT_CPU = dict(device="cpu", compile=False, bf16=False)
 # A model of ≈0.1M parameters on a 512-id vocabulary: a few milliseconds per training step.
-# Eager: a compile trial (nanolib.compiling) would make a run's numbers depend on machine load.
-TINY_RUN = dict(
-    depth=1, head_dim=32, seq_len=64, eval_tokens=2048, device="cpu", compile=False, bf16=False
-)
+TINY_RUN = dict(depth=1, head_dim=32, seq_len=64, eval_tokens=2048, **EXACT_CPU)
 
 
 def tiny_config(tokenizer_dir: str | Path, out_dir: str | Path = "", **kw) -> TrainConfig:

@@ -25,7 +25,7 @@ from nanolib.rollouts import problems_for_step, sample_group, sample_groups
 from nanolib.tasks import load_task
 from nanolib.tokenizer import Tokenizer
 
-from helpers import assert_same_metrics, metrics_without, run_stage_module, stage_env
+from helpers import EXACT_CPU, assert_same_metrics, metrics_without, run_stage_module, stage_env
 
 TASK = {"n_train": 24, "n_test": 6}
 TOL = 1e-4  # DDP sums gradients in another order (≈1e-7 seen); resume is bit-identical
@@ -66,9 +66,7 @@ def rl_config(out: Path, tokenizer_dir: Path, init_dir: Path, **kw) -> RLConfig:
         checkpoint_every=2,
         warn_patience=2,
         warn_window=1,
-        device="cpu",
-        compile=False,
-        bf16=False,  # fp32: the tests compare ranks and resumes to tight tolerances
+        **EXACT_CPU,
     )
     return RLConfig(str(out), str(tokenizer_dir), str(init_dir), **{**base, **kw})
 

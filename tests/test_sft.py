@@ -33,7 +33,7 @@ from nanolib.sft import (
 from nanolib.tasks import load_task
 from nanolib.tokenizer import Tokenizer
 
-from helpers import assert_same_metrics, metrics_without, run_stage_module
+from helpers import EXACT_CPU, assert_same_metrics, metrics_without, run_stage_module
 
 SIZES = {"n_train": 24, "n_test": 6}
 MIXTURE = {"tiny_chat": 1.0, "tiny_arithmetic": 2.0}
@@ -74,9 +74,7 @@ def sft_config(out: Path, tokenizer_dir: Path, init_dir: Path, **kw) -> SFTConfi
         lr_frac=0.5,
         eval_every=2,
         checkpoint_every=2,
-        device="cpu",
-        compile=False,
-        bf16=False,  # fp32: the tests compare ranks and resumes to tight tolerances
+        **EXACT_CPU,
     )
     return SFTConfig(str(out), str(tokenizer_dir), str(init_dir), **{**base, **kw})
 
