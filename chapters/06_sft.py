@@ -181,11 +181,11 @@ print(f"the teaching mask equals nanolib.chat's on {len(samples)} conversations 
 #
 # Both multiple-choice kinds are built so that the right choice can be recognised by looking at
 # it alone. Answering with a letter asks the model to bind what it knows about a choice to the
-# letter written after it, and a million-parameter model fine-tuned for a minute learns that
-# binding only when the right choice stands out by itself: with choices that are right only
-# relative to the question (the number after n, the largest of four, the word of the document
-# that fits the line's sense) it answered one fixed letter to every question, train or test. So
-# these tasks measure the letter format and a little knowledge, not reasoning.
+# letter written after it. That binding is easiest when the right choice stands out by itself;
+# a choice that is right only relative to the question (the number after n, the largest of four,
+# the word of the document that fits the line's sense) asks a million-parameter model, fine-tuned
+# for a minute, for much more — exercise 5 lets you try. So these tasks measure the letter format
+# and a little knowledge, not reasoning.
 #
 # Each task has a held-out split that training never sees (a quarter of the items, by a hash of
 # their text). The mixture takes each task for its `epochs` and shuffles them together:
@@ -528,6 +528,9 @@ say(
 #    multiple-choice tasks: what did the model forget, and what did it never know?
 # 4. Change the mask so that the model is also trained on the user's words. Does anything get
 #    better?
+# 5. Make `tiny_numbers` ask "Which number is the largest?" of four two-digit numbers (edit
+#    `numbers_row` in `nanolib/tasks/tiny.py`). Does the fine-tuned model beat a fixed letter?
+#    Count which letters it answers.
 #
 # **Further reading**: Ouyang et al. 2022 (*InstructGPT*) on supervised fine-tuning before RL;
 # Allal et al. 2025 (*SmolLM2*) on SmolTalk; Hendrycks et al. 2021 (MMLU); Cobbe et al. 2021

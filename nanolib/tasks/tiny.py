@@ -16,10 +16,9 @@ schemas, so the loaders' converters, the chat template, the mixture and the eval
   call and the tool's result into its answer, not do the arithmetic itself.
 
 In both multiple-choice tasks the right choice can be told by looking at it alone. A model of a
-million parameters fine-tuned for a minute learns to bind such a choice to its letter; it did not
-learn it for choices that are right only relative to the question (the number after n, the
-largest of four, a word of the same document that fits the sense of the line): it answered one
-fixed letter.
+million parameters fine-tuned for a minute can bind such a choice to its letter; a choice that is
+right only relative to the question (the number after n, the largest of four, a word of the same
+document that fits the sense of the line) is a much harder binding for it.
 
 Each item is drawn from its own random stream (seed, task, index), built on
 `random.Random.random()`, whose sequence Python guarantees across versions. Whether an item is
